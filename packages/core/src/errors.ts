@@ -21,6 +21,71 @@ export const ERROR_CODES = {
     status: 503,
     meaning: 'A collective was used after it was closed or after an earlier round failed on some rank.',
   },
+  TSI_ERR_DELAYER_PROTOCOL: {
+    status: 500,
+    meaning:
+      "The prefill delayer or its collective was driven against its contract (beginPass while a pass is open, negotiate/finalize outside a pass, an all-gather whose row width or row count does not fit). Going on would make this rank's all-gathers fall out of step with its peers.",
+  },
+  TSI_ERR_INVALID_PROFILE: {
+    status: 400,
+    meaning:
+      'A simulated-runner profile (sim:<profile.json>) cannot be read or has an invalid field; the message names the file and the field.',
+  },
+  TSI_ERR_KV_CAPACITY: {
+    status: 500,
+    meaning:
+      "A forward pass would hold more KV tokens than the runner's cache capacity; the scheduler's KV budget should have prevented it. Nothing was changed.",
+  },
+  TSI_ERR_INVALID_BATCH: {
+    status: 500,
+    meaning:
+      'A ForwardBatch broke the scheduler/runner contract (unknown or duplicate request id, a chunk whose start is not the cache length, a decode with no sampled token, a sequence past the context length). A bug in the caller; nothing was changed.',
+  },
+  TSI_ERR_MODEL_LOAD: {
+    status: 500,
+    meaning:
+      'A model directory cannot be loaded: a missing file, unparsable JSON, a missing config field, or a graph whose inputs/outputs do not match its layout; the message names the file and what is wrong.',
+  },
+  TSI_ERR_DEVICE_UNAVAILABLE: {
+    status: 503,
+    meaning:
+      'The requested execution device cannot be used (for --device cuda: the CUDA provider libraries are not installed beside the onnxruntime-node binding, or the session failed to start on it); the message says how to fix it.',
+  },
+  TSI_ERR_WORKER_CRASHED: {
+    status: 503,
+    meaning:
+      'The worker thread running a model runner crashed or exited; every pending and later call on that runner fails with this error.',
+  },
+  TSI_ERR_NO_CHAT_TEMPLATE: {
+    status: 400,
+    meaning:
+      'A chat request was sent to a model whose tokenizer_config.json has no chat_template; use the completions endpoint or a model with a template.',
+  },
+  TSI_ERR_INVALID_MESSAGES: {
+    status: 400,
+    meaning:
+      'A chat message list is invalid (not a non-empty array, a message without a string role, a content that is not a string or a list of text parts); the message names the offending index.',
+  },
+  TSI_ERR_CHAT_TEMPLATE: {
+    status: 400,
+    meaning:
+      "The model's chat template rejected the messages (raise_exception, e.g. an unsupported role or ordering) or failed to render them; the message carries the template's reason.",
+  },
+  TSI_ERR_INVALID_TOKEN_ID: {
+    status: 400,
+    meaning:
+      'A token id is not an integer in [0, vocabSize) of the tokenizer (prompt token ids or ids to decode).',
+  },
+  TSI_ERR_INVALID_REQUEST: {
+    status: 400,
+    meaning:
+      'A request cannot be scheduled: an empty prompt, a prompt that leaves no room for one new token within the context length or the KV capacity, max_new_tokens < 1, or a request id already live on the rank.',
+  },
+  TSI_ERR_SCHEDULER_STATE: {
+    status: 500,
+    meaning:
+      'A Scheduler was driven against its contract: step() while a step is still running, or a use after close(). A bug in the caller.',
+  },
 } as const satisfies Record<string, { status: number; meaning: string }>;
 
 export type TsinferErrorCode = keyof typeof ERROR_CODES;

@@ -8,4 +8,4 @@ export {
 } from './errors.js';
 export { type Clock, systemClock, ManualClock } from './clock.js';
 export { type Rng, createRng } from './rng.js';
-export { workerEntry } from './worker-entry.js';
+export { startWorker, workerEntry } from './worker-entry.js';
