@@ -86,6 +86,26 @@ export const ERROR_CODES = {
     meaning:
       'A Scheduler was driven against its contract: step() while a step is still running, or a use after close(). A bug in the caller.',
   },
+  TSI_ERR_INVALID_DP_RANK: {
+    status: 400,
+    meaning:
+      'A request pinned a data-parallel rank (routed_dp_rank) that is not an integer in [0, dp_size); the message gives the valid range.',
+  },
+  TSI_ERR_RANK_FAILED: {
+    status: 503,
+    meaning:
+      'The data-parallel rank a request was pinned to (routed_dp_rank) is out of dispatch: its worker exited, or its load snapshot is older than the staleness limit.',
+  },
+  TSI_ERR_NO_LIVE_RANK: {
+    status: 503,
+    meaning:
+      'No data-parallel rank can take a request: every rank is dead (worker exited), has not published a load snapshot yet, or has a snapshot older than the staleness limit.',
+  },
+  TSI_ERR_INVALID_QUERY: {
+    status: 400,
+    meaning:
+      'A query parameter of an HTTP endpoint is invalid (e.g. /v1/loads include=<unknown section> or a non-integer dp_rank); the message names the parameter and the accepted values.',
+  },
 } as const satisfies Record<string, { status: number; meaning: string }>;
 
 export type TsinferErrorCode = keyof typeof ERROR_CODES;

@@ -1,1 +1,19 @@
+export * from './calibrate/index.js';
 export type * from './contract.js';
+export {
+  type BuildModelOptions,
+  type BuiltModel,
+  buildModel,
+  isPresetName,
+  type ModelShape,
+  PRESETS,
+  type PresetName,
+  parameterCount,
+} from './model-builder/index.js';
+export * from './sim/index.js';
+export * from './execution/index.js';
+export * from './kv/index.js';
+export * from './model/index.js';
+export * from './worker/index.js';
+export * from './tokenizer/index.js';
+export * from './sampling/index.js';

@@ -1,0 +1,305 @@
+/**
+ * Runtime benchmark: decode step time and tokens/s at batch 1, 8, 32, 64 and
+ * prefill tokens/s, on the model builder's presets (CPU, fp32, in-thread
+ * OnnxRunner), plus two design checks: "mode d" (fetch only new K/V rows)
+ * against fetching the whole `present`, and reusing the decode feed across
+ * steps against gathering it from the KV store every step.
+ *
+ *   npx tsx --conditions=@tsinfer/source packages/runtime/bench/runtime.bench.ts [--presets tiny,small] [--threads 2] [--no-write]
+ *
+ * Prints the tables and rewrites the section between
+ * `<!-- bench:runtime:start -->` and `<!-- bench:runtime:end -->` in
+ * docs/benchmarks.md (everything else in that file is preserved).
+ */
+import { existsSync } from 'node:fs';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { availableParallelism, cpus, loadavg, platform, release, tmpdir, totalmem } from 'node:os';
+import { join } from 'node:path';
+import { createRng } from '@tsinfer/core';
+import * as ort from 'onnxruntime-node';
+import type { SamplingParams } from '../src/contract.js';
+import { OnnxRunner } from '../src/execution/onnx-runner.js';
+import { AUG, augmentGraph } from '../src/model/augment.js';
+import { loadModelDir } from '../src/model/spec.js';
+import { buildModel } from '../src/model-builder/index.js';
+import { externalDataSessionOptions, serializeModel } from '../src/onnx/model-io.js';
+
+const args = process.argv.slice(2);
+const arg = (name: string, d: string): string => {
+  const i = args.indexOf(name);
+  return i >= 0 && args[i + 1] !== undefined ? (args[i + 1] as string) : d;
+};
+const presets = arg('--presets', 'tiny,small').split(',') as ('tiny' | 'small' | 'medium')[];
+const threads = Number(arg('--threads', '2'));
+const write = !args.includes('--no-write');
+
+const GREEDY: SamplingParams = {
+  temperature: 0,
+  topK: 0,
+  topP: 1,
+  minP: 0,
+  repetitionPenalty: 1,
+  frequencyPenalty: 0,
+  presencePenalty: 0,
+  seed: null,
+  logprobs: 0,
+};
+
+const median = (xs: number[]): number => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.floor(s.length / 2)] as number;
+};
+const f1 = (x: number): string => x.toFixed(1);
+const f0 = (x: number): string => Math.round(x).toLocaleString('en-US');
+
+interface DecodeRow {
+  batch: number;
+  ms: number;
+  sessionMs: number;
+  tps: number;
+}
+
+async function decodeBench(
+  dir: string,
+  batch: number,
+  past: number,
+  steps: number,
+  reuse: boolean,
+): Promise<DecodeRow> {
+  const runner = await OnnxRunner.create({
+    modelDir: dir,
+    intraOpThreads: threads,
+    maxTotalTokens: batch * (past + steps + 8) + 64,
+    decodePastPadding: 32,
+    reuseDecodeFeed: reuse,
+  });
+  const rng = createRng(batch);
+  const V = runner.info.vocabSize;
+  try {
+    // Ragged prompts around `past` tokens, prefilled 8 at a time.
+    const ids = Array.from({ length: batch }, (_, i) => i);
+    for (let i = 0; i < batch; i += 8) {
+      const group = ids.slice(i, i + 8);
+      await runner.forward({
+        free: [],
+        add: group.map((id) => ({ id, sampling: GREEDY })),
+        prefill: group.map((id) => ({
+          id,
+          tokens: Int32Array.from({ length: past - 16 + rng.int(0, 32) }, () => rng.int(0, V - 1)),
+          start: 0,
+          sample: true,
+        })),
+        decode: [],
+      });
+    }
+    const times: number[] = [];
+    const session: number[] = [];
+    for (let s = 0; s < steps + 3; s++) {
+      const t0 = performance.now();
+      await runner.forward({ free: [], add: [], prefill: [], decode: ids });
+      if (s >= 3) {
+        times.push(performance.now() - t0);
+        session.push(runner.lastStep.sessionMs);
+      }
+    }
+    const ms = median(times);
+    return { batch, ms, sessionMs: median(session), tps: (batch * 1000) / ms };
+  } finally {
+    await runner.close();
+  }
+}
+
+async function prefillBench(
+  dir: string,
+  batch: number,
+  len: number,
+  reps: number,
+): Promise<{ ms: number; tps: number }> {
+  const runner = await OnnxRunner.create({
+    modelDir: dir,
+    intraOpThreads: threads,
+    maxTotalTokens: batch * len + 64,
+  });
+  const rng = createRng(7);
+  const V = runner.info.vocabSize;
+  try {
+    const times: number[] = [];
+    for (let r = 0; r < reps + 1; r++) {
+      const ids = Array.from({ length: batch }, (_, i) => i);
+      const t0 = performance.now();
+      await runner.forward({
+        free: [],
+        add: ids.map((id) => ({ id, sampling: GREEDY })),
+        prefill: ids.map((id) => ({
+          id,
+          tokens: Int32Array.from({ length: len }, () => rng.int(0, V - 1)),
+          start: 0,
+          sample: true,
+        })),
+        decode: [],
+      });
+      if (r > 0) times.push(performance.now() - t0);
+      await runner.forward({ free: ids, add: [], prefill: [], decode: [] });
+    }
+    const ms = median(times);
+    return { ms, tps: (batch * len * 1000) / ms };
+  } finally {
+    await runner.close();
+  }
+}
+
+/** Raw session: one decode run fetching only the new K/V rows (mode d) vs the whole present. */
+async function fetchBench(
+  dir: string,
+  batch: number,
+  past: number,
+  reps: number,
+): Promise<{ newMs: number; presentMs: number }> {
+  const { spec, proto } = await loadModelDir(dir);
+  augmentGraph(proto, spec, { maxTopK: 64 });
+  const session = await ort.InferenceSession.create(serializeModel(proto), {
+    ...externalDataSessionOptions(spec.modelPath),
+    intraOpNumThreads: threads,
+    graphOptimizationLevel: 'all',
+  });
+  const H = spec.numKvHeads;
+  const D = spec.headDim;
+  const T = past + 1;
+  const feeds: Record<string, ort.Tensor> = {
+    input_ids: new ort.Tensor('int64', new BigInt64Array(batch).fill(5n), [batch, 1]),
+    attention_mask: new ort.Tensor('int64', new BigInt64Array(batch * T).fill(1n), [batch, T]),
+    [AUG.logitRows]: new ort.Tensor(
+      'int64',
+      BigInt64Array.from({ length: batch }, (_, b) => BigInt(b)),
+      [batch],
+    ),
+    [AUG.kvIndex]: new ort.Tensor(
+      'int64',
+      new BigInt64Array(batch).fill(BigInt(spec.layout === 'optimum' ? past : past)),
+      [batch, 1, 1, 1],
+    ),
+  };
+  if (spec.io.positionIds)
+    feeds[spec.io.positionIds] = new ort.Tensor('int64', new BigInt64Array(batch).fill(BigInt(past)), [
+      batch,
+      1,
+    ]);
+  const kv = new Float32Array(batch * H * past * D).map(() => Math.random() * 0.1);
+  for (let l = 0; l < spec.numLayers; l++) {
+    feeds[spec.io.pastKeys[l] as string] = new ort.Tensor('float32', kv, [batch, H, past, D]);
+    feeds[spec.io.pastValues[l] as string] = new ort.Tensor('float32', kv, [batch, H, past, D]);
+  }
+  const time = async (fetches: string[]): Promise<number> => {
+    const ts: number[] = [];
+    for (let r = 0; r < reps + 2; r++) {
+      const t0 = performance.now();
+      await session.run(feeds, fetches);
+      if (r >= 2) ts.push(performance.now() - t0);
+    }
+    return median(ts);
+  };
+  const layers = Array.from({ length: spec.numLayers }, (_, l) => l);
+  try {
+    const newMs = await time([AUG.argmax, ...layers.flatMap((l) => [AUG.newKey(l), AUG.newValue(l)])]);
+    const presentMs = await time([
+      AUG.argmax,
+      ...layers.flatMap((l) => [spec.io.presentKeys[l] as string, spec.io.presentValues[l] as string]),
+    ]);
+    return { newMs, presentMs };
+  } finally {
+    await session.release();
+  }
+}
+
+async function main(): Promise<void> {
+  const root = await mkdtemp(join(tmpdir(), 'tsinfer-bench-'));
+  const lines: string[] = [];
+  const out = (s = ''): void => {
+    lines.push(s);
+    console.log(s);
+  };
+  const load0 = loadavg()[0] as number;
+  try {
+    out('## Runtime (OnnxRunner, CPU)');
+    out();
+    out('Command: `npx tsx --conditions=@tsinfer/source packages/runtime/bench/runtime.bench.ts`  ');
+    out(`Date: ${new Date().toISOString()}  `);
+    out(
+      `Machine: ${cpus()[0]?.model.trim() ?? 'cpu'}, ${availableParallelism()} cores, ${Math.round(totalmem() / 2 ** 30)} GiB, ` +
+        `${platform()} ${release()}, node ${process.version}, onnxruntime-node 1.29.0 (CPU EP), intra-op threads ${threads}; ` +
+        `1-min load average at start ${load0.toFixed(2)} (other work on the machine makes these noisy)`,
+    );
+    out();
+    out(
+      'Greedy decoding (in-graph ArgMax; only new K/V rows fetched). Decode: ragged prompts of 112–144 tokens, median of 20 steps ' +
+        'after 3 warm-up steps; "session" is the time inside `session.run`, the rest is feed building, KV writes and bookkeeping. ' +
+        'Prefill: one forward of fresh prompts, median of 3.',
+    );
+    for (const preset of presets) {
+      const dir = join(root, preset);
+      const t0 = performance.now();
+      const built = await buildModel({ preset, outDir: dir, seed: 1, layout: 'genai' });
+      out();
+      out(
+        `### ${preset} (genai layout, fp32: ${built.shape.numLayers} layers, hidden ${built.shape.hiddenSize}, ` +
+          `${built.shape.numHeads}q/${built.shape.numKvHeads}kv heads × ${built.shape.headDim}, vocab ${built.vocabSize}, ` +
+          `${(built.parameters / 1e6).toFixed(1)}M parameters; built in ${((performance.now() - t0) / 1000).toFixed(1)} s)`,
+      );
+      out();
+      out('| batch | ms / decode step | of which session.run | tokens/s |');
+      out('|---:|---:|---:|---:|');
+      const batches = preset === 'tiny' ? [1, 8, 32, 64] : [1, 8, 32, 64];
+      for (const b of batches) {
+        const r = await decodeBench(dir, b, 128, 20, true);
+        out(`| ${b} | ${f1(r.ms)} | ${f1(r.sessionMs)} | ${f0(r.tps)} |`);
+      }
+      out();
+      out('| prefill | ms | tokens/s |');
+      out('|---|---:|---:|');
+      for (const [b, len] of [
+        [1, 128],
+        [1, 512],
+        [8, 128],
+      ] as const) {
+        const r = await prefillBench(dir, b, len, 3);
+        out(`| ${b} × ${len} tokens | ${f1(r.ms)} | ${f0(r.tps)} |`);
+      }
+      out();
+      out('Design checks at batch 32, past 128:');
+      out();
+      const reuse = await decodeBench(dir, 32, 128, 20, true);
+      const regather = await decodeBench(dir, 32, 128, 20, false);
+      const fetch = await fetchBench(dir, 32, 128, 10);
+      out('| variant | ms / decode step |');
+      out('|---|---:|');
+      out(`| runner, decode feed reused across steps (default) | ${f1(reuse.ms)} |`);
+      out(`| runner, decode feed gathered from the KV store every step | ${f1(regather.ms)} |`);
+      out(`| raw session.run, fetch new K/V rows only (mode d) | ${f1(fetch.newMs)} |`);
+      out(`| raw session.run, fetch the whole present.* | ${f1(fetch.presentMs)} |`);
+      const slim = await prefillBench(dir, 1, 512, 7, true);
+      const fat = await prefillBench(dir, 1, 512, 7, false);
+      out(`| prefill 1 × 512, LM head on the last position only (default) | ${f1(slim.ms)} |`);
+      out(`| prefill 1 × 512, full [1, 512, V] logits computed, last row gathered | ${f1(fat.ms)} |`);
+      await rm(dir, { recursive: true, force: true });
+    }
+  } finally {
+    await rm(root, { recursive: true, force: true });
+  }
+  if (write) {
+    const path = new URL('../../../docs/benchmarks.md', import.meta.url);
+    const start = '<!-- bench:runtime:start -->';
+    const end = '<!-- bench:runtime:end -->';
+    const section = `${start}\n${lines.join('\n')}\n${end}`;
+    const old = existsSync(path) ? await readFile(path, 'utf8') : '# Benchmarks\n';
+    const i = old.indexOf(start);
+    const j = old.indexOf(end);
+    const next =
+      i >= 0 && j > i
+        ? old.slice(0, i) + section + old.slice(j + end.length)
+        : `${old.trimEnd()}\n\n${section}\n`;
+    await writeFile(path, next);
+    console.log(`\nwrote the runtime section of ${path.pathname}`);
+  }
+}
+
+await main();

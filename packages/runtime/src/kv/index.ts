@@ -1,0 +1,9 @@
+export {
+  HostKvStore,
+  type HostKvStoreOptions,
+  type KvArray,
+  type KvStore,
+  type KvStoreStats,
+  kvBytesPerToken,
+  kvCapacityTokens,
+} from './store.js';

@@ -1,0 +1,10 @@
+export { TokenHistory } from './history.js';
+export {
+  argmax,
+  hasPenalties,
+  requestRng,
+  Sampler,
+  type SamplerOptions,
+  type SamplingNeed,
+  samplingNeed,
+} from './sampler.js';

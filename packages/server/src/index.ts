@@ -1,0 +1,1 @@
+export { makeModel, type MakeModelFlags } from './cli/make-model.js';
