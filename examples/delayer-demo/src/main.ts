@@ -54,7 +54,9 @@ export function globalPrefillPasses(reports: readonly RankReport[]): number {
 
 function summarize(label: string, reports: RankReport[]): void {
   console.log(`\n${label}`);
-  console.log('rank  prefill passes  admitted  mean batch  mean running  p99 queue wait (passes)  delayer outcomes');
+  console.log(
+    'rank  prefill passes  admitted  mean batch  mean running  p99 queue wait (passes)  delayer outcomes',
+  );
   for (const r of reports) {
     const outcomes = Object.entries(r.outcomes)
       .map(([k, v]) => `${k}=${v}`)
@@ -64,10 +66,14 @@ function summarize(label: string, reports: RankReport[]): void {
         r.admitted / Math.max(1, r.prefillPasses)
       )
         .toFixed(2)
-        .padStart(10)}  ${r.meanRunning.toFixed(1).padStart(12)}  ${String(r.p99QueueWaitPasses).padStart(23)}  ${outcomes}`,
+        .padStart(
+          10,
+        )}  ${r.meanRunning.toFixed(1).padStart(12)}  ${String(r.p99QueueWaitPasses).padStart(23)}  ${outcomes}`,
     );
   }
-  console.log(`passes in which some rank prefilled (each stalls decode on all ranks): ${globalPrefillPasses(reports)}`);
+  console.log(
+    `passes in which some rank prefilled (each stalls decode on all ranks): ${globalPrefillPasses(reports)}`,
+  );
 }
 
 async function main(): Promise<void> {
@@ -77,7 +83,10 @@ async function main(): Promise<void> {
       'In DP-attention deployments every prefill on any rank stalls decode on all of them,\n' +
       'so fewer, larger prefill batches are better.',
   );
-  summarize('Delayer off (every rank admits whenever it can):', await runDemo({ enabled: false, maxDelayPasses: 30 }));
+  summarize(
+    'Delayer off (every rank admits whenever it can):',
+    await runDemo({ enabled: false, maxDelayPasses: 30 }),
+  );
   summarize(
     'Delayer on, --prefill-delayer-queue-min-ratio 0.25 --prefill-delayer-max-delay-ms 200:',
     await runDemo({ enabled: true, queueMinRatio: 0.25, maxDelayMs: 200 }),

@@ -76,13 +76,15 @@ export function runRank(p: RankParams): RankReport {
     let admit = 0;
     const free = p.maxRunningRequests - remaining.length;
     if (waitingSince.length > 0 && free > 0) {
-      const allow = !run || run.negotiate({
-        prefillable: true,
-        runningBatch: remaining.length,
-        maxPrefillBs: tracker.value,
-        maxRunningRequests: p.maxRunningRequests,
-        waitingQueueLen: waitingSince.length,
-      });
+      const allow =
+        !run ||
+        run.negotiate({
+          prefillable: true,
+          runningBatch: remaining.length,
+          maxPrefillBs: tracker.value,
+          maxRunningRequests: p.maxRunningRequests,
+          waitingQueueLen: waitingSince.length,
+        });
       if (allow) admit = Math.min(waitingSince.length, free, p.prefillMaxRequests);
     }
     run?.finalize(admit > 0);

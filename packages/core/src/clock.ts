@@ -37,7 +37,8 @@ export class ManualClock implements Clock {
   }
   /** Sets the time; it may not go backwards. */
   set(ms: number): void {
-    if (!(ms >= this.#now)) throw new RangeError(`ManualClock.set: time may not go backwards (${ms} < ${this.#now})`);
+    if (!(ms >= this.#now))
+      throw new RangeError(`ManualClock.set: time may not go backwards (${ms} < ${this.#now})`);
     this.#now = ms;
   }
 }

@@ -16,7 +16,11 @@ describe('TsinferError', () => {
   it('is recognised after a structured clone drops its prototype only by code', () => {
     const err = new CollectiveTimeoutError('rank 2 missing');
     const cloned = structuredClone(err.toJSON());
-    expect(cloned).toEqual({ code: 'TSI_ERR_COLLECTIVE_TIMEOUT', message: 'rank 2 missing', statusCode: 503 });
+    expect(cloned).toEqual({
+      code: 'TSI_ERR_COLLECTIVE_TIMEOUT',
+      message: 'rank 2 missing',
+      statusCode: 503,
+    });
   });
 
   it('recognises instances made by another copy of the class through the brand', () => {

@@ -1,11 +1,11 @@
+export { type Clock, ManualClock, systemClock } from './clock.js';
 export {
-  ERROR_CODES,
-  TsinferError,
-  InvalidConfigError,
-  CollectiveTimeoutError,
   CollectiveClosedError,
+  CollectiveTimeoutError,
+  ERROR_CODES,
+  InvalidConfigError,
+  TsinferError,
   type TsinferErrorCode,
 } from './errors.js';
-export { type Clock, systemClock, ManualClock } from './clock.js';
-export { type Rng, createRng } from './rng.js';
+export { createRng, type Rng } from './rng.js';
 export { startWorker, workerEntry } from './worker-entry.js';

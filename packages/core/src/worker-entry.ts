@@ -21,7 +21,11 @@ export function workerEntry(importMetaUrl: string, relativeBase: string): { url:
  * hooks, then imports the entry, with workspace packages resolved to their
  * sources like the caller's.
  */
-export function startWorker(importMetaUrl: string, relativeBase: string, options: WorkerOptions = {}): Worker {
+export function startWorker(
+  importMetaUrl: string,
+  relativeBase: string,
+  options: WorkerOptions = {},
+): Worker {
   const entry = workerEntry(importMetaUrl, relativeBase);
   if (!entry.fromSource) return new Worker(entry.url, options);
   const tsxApi = import.meta.resolve('tsx/esm/api');

@@ -1,1 +1,1 @@
-export { makeModel, type MakeModelFlags } from './cli/make-model.js';
+export { type MakeModelFlags, makeModel } from './cli/make-model.js';

@@ -1,5 +1,5 @@
 import { InvalidConfigError } from '@tsinfer/core';
-import { buildModel, type BuiltModel, isPresetName, PRESETS } from '@tsinfer/runtime';
+import { type BuiltModel, buildModel, isPresetName, PRESETS } from '@tsinfer/runtime';
 import type { Command } from 'commander';
 import { createProgress } from './progress.js';
 
@@ -14,10 +14,14 @@ export interface MakeModelFlags {
 /** Validates the flags of `tsinfer make-model` and builds the model. */
 export async function makeModel(flags: MakeModelFlags): Promise<BuiltModel> {
   if (!isPresetName(flags.preset)) {
-    throw new InvalidConfigError('--preset', `unknown preset "${flags.preset}"; one of ${Object.keys(PRESETS).join(', ')}`);
+    throw new InvalidConfigError(
+      '--preset',
+      `unknown preset "${flags.preset}"; one of ${Object.keys(PRESETS).join(', ')}`,
+    );
   }
   const seed = Number(flags.seed);
-  if (!Number.isInteger(seed)) throw new InvalidConfigError('--seed', `must be an integer; got "${flags.seed}"`);
+  if (!Number.isInteger(seed))
+    throw new InvalidConfigError('--seed', `must be an integer; got "${flags.seed}"`);
   if (flags.dtype !== 'fp32' && flags.dtype !== 'fp16') {
     throw new InvalidConfigError('--dtype', `must be fp32 or fp16; got "${flags.dtype}"`);
   }
@@ -42,12 +46,22 @@ export async function makeModel(flags: MakeModelFlags): Promise<BuiltModel> {
 export function registerMakeModel(program: Command): void {
   program
     .command('make-model')
-    .description('Build a Llama-architecture decoder ONNX model with seeded random weights, a tokenizer and its config')
+    .description(
+      'Build a Llama-architecture decoder ONNX model with seeded random weights, a tokenizer and its config',
+    )
     .requiredOption('--preset <name>', `model size: ${Object.keys(PRESETS).join(' | ')}`)
     .requiredOption('--out <dir>', 'directory to write the model into')
     .option('--seed <n>', 'weight seed; the same seed writes byte-identical files', '0')
-    .option('--dtype <dtype>', 'fp32 (CPU) or fp16 (CUDA: GroupQueryAttention has no fp32 CUDA kernel)', 'fp32')
-    .option('--layout <layout>', 'genai (GroupQueryAttention, genai_config.json) or optimum (config.json)', 'genai')
+    .option(
+      '--dtype <dtype>',
+      'fp32 (CPU) or fp16 (CUDA: GroupQueryAttention has no fp32 CUDA kernel)',
+      'fp32',
+    )
+    .option(
+      '--layout <layout>',
+      'genai (GroupQueryAttention, genai_config.json) or optimum (config.json)',
+      'genai',
+    )
     .action(async (flags: MakeModelFlags) => {
       const built = await makeModel(flags);
       const mb = (built.weightBytes / 2 ** 20).toFixed(1);
