@@ -106,6 +106,78 @@ export const ERROR_CODES = {
     meaning:
       'A query parameter of an HTTP endpoint is invalid (e.g. /v1/loads include=<unknown section> or a non-integer dp_rank); the message names the parameter and the accepted values.',
   },
+  TSI_ERR_BAD_REQUEST: {
+    status: 400,
+    meaning:
+      'An HTTP request body or parameter is invalid (schema violation, prompt + max_tokens over the context length, max_tokens < 1, n over the limit); the message names the field.',
+  },
+  TSI_ERR_UNAUTHORIZED: {
+    status: 401,
+    meaning:
+      'The server was started with --api-key and the request has no Authorization: Bearer <key> header or a wrong key.',
+  },
+  TSI_ERR_MODEL_NOT_FOUND: {
+    status: 404,
+    meaning:
+      'The request names a model the server does not serve (see GET /v1/models and --served-model-name).',
+  },
+  TSI_ERR_QUEUE_FULL: {
+    status: 503,
+    meaning:
+      'The server already holds --max-queued-requests requests waiting for their first token; the response carries Retry-After. Retry later.',
+  },
+  TSI_ERR_SHUTTING_DOWN: {
+    status: 503,
+    meaning:
+      'The server is draining (SIGTERM or close()): it accepts no new requests, and in-flight ones still running when --shutdown-timeout expires are aborted with this error.',
+  },
+  TSI_ERR_CONTEXT_LENGTH: {
+    status: 400,
+    meaning:
+      "A request does not fit the model's context: the prompt leaves no room for one new token (min(context, KV capacity) - 1), or prompt tokens + max_tokens exceed the context length; the message gives the counts.",
+  },
+  TSI_ERR_ROUTE_NOT_FOUND: {
+    status: 404,
+    meaning: 'No HTTP route matches the method and path.',
+  },
+  TSI_ERR_INTERNAL: {
+    status: 500,
+    meaning:
+      'An unexpected error inside the server (a bug); the message carries the original error. The server keeps running.',
+  },
+  TSI_ERR_BENCH_DATASET: {
+    status: 400,
+    meaning:
+      'tsinfer bench cannot build its workload: the dataset file (--dataset-path) is unreadable, not a ShareGPT-format JSON array, or has no usable prompt; the message names the file.',
+  },
+  TSI_ERR_BENCH_SERVER: {
+    status: 503,
+    meaning:
+      'tsinfer bench cannot use the server it benchmarks: GET /v1/models did not answer 200 within --ready-check-timeout-sec, no model id was found, every warm-up request failed, or POST /flush_cache failed; the message carries the server\'s answer.',
+  },
+  TSI_ERR_BENCH_REPORT_INPUT: {
+    status: 400,
+    meaning:
+      'tsinfer bench report cannot read a results file: it is missing, or a line is not a JSON object from tsinfer bench / bench_serving; the message names the file and line.',
+  },
+  TSI_ERR_NO_HEALTHY_WORKER: {
+    status: 503,
+    meaning:
+      'tsinfer gateway has no worker that can take the request: none registered, every worker failed its health checks, or every circuit breaker is open (a half-open one already has its probe in flight).',
+  },
+  TSI_ERR_UPSTREAM: {
+    status: 502,
+    meaning:
+      'tsinfer gateway could not get a complete answer from a worker: the connection failed or broke before the response was complete and no retry was left (or the first byte had already reached the client); the message names the worker and the cause.',
+  },
+  TSI_ERR_UPSTREAM_TIMEOUT: {
+    status: 504,
+    meaning: 'tsinfer gateway: a worker did not finish the request within --request-timeout-secs; the request was aborted upstream.',
+  },
+  TSI_ERR_WORKER_NOT_FOUND: {
+    status: 404,
+    meaning: 'tsinfer gateway: the worker URL given to DELETE /workers (or /remove_worker) is not registered.',
+  },
 } as const satisfies Record<string, { status: number; meaning: string }>;
 
 export type TsinferErrorCode = keyof typeof ERROR_CODES;
