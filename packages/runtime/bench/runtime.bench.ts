@@ -32,6 +32,7 @@ const arg = (name: string, d: string): string => {
 const presets = arg('--presets', 'tiny,small').split(',') as ('tiny' | 'small' | 'medium')[];
 const threads = Number(arg('--threads', '2'));
 const write = !args.includes('--no-write');
+const ROUNDS = 3;
 
 const GREEDY: SamplingParams = {
   temperature: 0,
@@ -59,19 +60,11 @@ interface DecodeRow {
   tps: number;
 }
 
-async function decodeBench(
-  dir: string,
-  batch: number,
-  past: number,
-  steps: number,
-  reuse: boolean,
-): Promise<DecodeRow> {
+async function decodeBench(dir: string, batch: number, past: number, steps: number): Promise<DecodeRow> {
   const runner = await OnnxRunner.create({
     modelDir: dir,
     intraOpThreads: threads,
-    maxTotalTokens: batch * (past + steps + 8) + 64,
-    decodePastPadding: 32,
-    reuseDecodeFeed: reuse,
+    maxTotalTokens: batch * (past + ROUNDS * steps + 16) + 64,
   });
   const rng = createRng(batch);
   const V = runner.info.vocabSize;
@@ -92,18 +85,26 @@ async function decodeBench(
         decode: [],
       });
     }
-    const times: number[] = [];
-    const session: number[] = [];
-    for (let s = 0; s < steps + 3; s++) {
-      const t0 = performance.now();
-      await runner.forward({ free: [], add: [], prefill: [], decode: ids });
-      if (s >= 3) {
+    for (let s = 0; s < 3; s++) await runner.forward({ free: [], add: [], prefill: [], decode: ids });
+    // ROUNDS rounds of `steps` steps; the round with the lowest median counts (other work on the host
+    // shows up as whole slow rounds).
+    let ms = Number.POSITIVE_INFINITY;
+    let sessionMs = 0;
+    for (let round = 0; round < ROUNDS; round++) {
+      const times: number[] = [];
+      const session: number[] = [];
+      for (let s = 0; s < steps; s++) {
+        const t0 = performance.now();
+        await runner.forward({ free: [], add: [], prefill: [], decode: ids });
         times.push(performance.now() - t0);
         session.push(runner.lastStep.sessionMs);
       }
+      if (median(times) < ms) {
+        ms = median(times);
+        sessionMs = median(session);
+      }
     }
-    const ms = median(times);
-    return { batch, ms, sessionMs: median(session), tps: (batch * 1000) / ms };
+    return { batch, ms, sessionMs, tps: (batch * 1000) / ms };
   } finally {
     await runner.close();
   }
@@ -141,10 +142,101 @@ async function prefillBench(
       if (r > 0) times.push(performance.now() - t0);
       await runner.forward({ free: ids, add: [], prefill: [], decode: [] });
     }
-    const ms = median(times);
+    const ms = Math.min(...times);
     return { ms, tps: (batch * len * 1000) / ms };
   } finally {
     await runner.close();
+  }
+}
+
+/** Decode with the feed reused across steps and gathered every step, runners stepped alternately. */
+async function decodeFeedPair(
+  dir: string,
+  batch: number,
+  past: number,
+  steps: number,
+): Promise<[DecodeRow, DecodeRow]> {
+  const make = (reuseDecodeFeed: boolean) =>
+    OnnxRunner.create({
+      modelDir: dir,
+      intraOpThreads: threads,
+      maxTotalTokens: batch * (past + steps + 8) + 64,
+      reuseDecodeFeed,
+    });
+  const runners = [await make(true), await make(false)] as const;
+  const ids = Array.from({ length: batch }, (_, i) => i);
+  const times: [number[], number[]] = [[], []];
+  try {
+    for (const runner of runners) {
+      const rng = createRng(batch);
+      await runner.forward({
+        free: [],
+        add: ids.map((id) => ({ id, sampling: GREEDY })),
+        prefill: ids.map((id) => ({
+          id,
+          tokens: Int32Array.from({ length: past - 16 + rng.int(0, 32) }, () =>
+            rng.int(0, runner.info.vocabSize - 1),
+          ),
+          start: 0,
+          sample: true,
+        })),
+        decode: [],
+      });
+    }
+    for (let s = 0; s < steps + 3; s++) {
+      for (let k = 0; k < 2; k++) {
+        const t0 = performance.now();
+        await (runners[k] as OnnxRunner).forward({ free: [], add: [], prefill: [], decode: ids });
+        if (s >= 3) times[k]?.push(performance.now() - t0);
+      }
+    }
+    const row = (t: number[]): DecodeRow => ({
+      batch,
+      ms: median(t),
+      sessionMs: 0,
+      tps: (batch * 1000) / median(t),
+    });
+    return [row(times[0]), row(times[1])];
+  } finally {
+    for (const r of runners) await r.close();
+  }
+}
+
+/** Prefill 1 × len with and without the last-position LM head, interleaved so load changes hit both alike. */
+async function prefillLmHeadPair(
+  dir: string,
+  len: number,
+  reps: number,
+): Promise<{ slim: number; full: number }> {
+  const make = (lastPositionLmHead: boolean) =>
+    OnnxRunner.create({
+      modelDir: dir,
+      intraOpThreads: threads,
+      maxTotalTokens: len + 64,
+      lastPositionLmHead,
+    });
+  const runners = { slim: await make(true), full: await make(false) };
+  const times: { slim: number[]; full: number[] } = { slim: [], full: [] };
+  const rng = createRng(3);
+  try {
+    for (let r = 0; r < reps + 1; r++) {
+      const tokens = Int32Array.from({ length: len }, () => rng.int(0, runners.slim.info.vocabSize - 1));
+      for (const k of ['slim', 'full'] as const) {
+        const t0 = performance.now();
+        await runners[k].forward({
+          free: [],
+          add: [{ id: 0, sampling: GREEDY }],
+          prefill: [{ id: 0, tokens, start: 0, sample: true }],
+          decode: [],
+        });
+        if (r > 0) times[k].push(performance.now() - t0);
+        await runners[k].forward({ free: [0], add: [], prefill: [], decode: [] });
+      }
+    }
+    return { slim: median(times.slim), full: median(times.full) };
+  } finally {
+    await runners.slim.close();
+    await runners.full.close();
   }
 }
 
@@ -157,8 +249,9 @@ async function fetchBench(
 ): Promise<{ newMs: number; presentMs: number }> {
   const { spec, proto } = await loadModelDir(dir);
   augmentGraph(proto, spec, { maxTopK: 64 });
+  const ext = externalDataSessionOptions(spec.modelPath);
   const session = await ort.InferenceSession.create(serializeModel(proto), {
-    ...externalDataSessionOptions(spec.modelPath),
+    extra: { session: { ...ext.extra.session, intra_op: { allow_spinning: '0' } } },
     intraOpNumThreads: threads,
     graphOptimizationLevel: 'all',
   });
@@ -189,23 +282,25 @@ async function fetchBench(
     feeds[spec.io.pastKeys[l] as string] = new ort.Tensor('float32', kv, [batch, H, past, D]);
     feeds[spec.io.pastValues[l] as string] = new ort.Tensor('float32', kv, [batch, H, past, D]);
   }
-  const time = async (fetches: string[]): Promise<number> => {
-    const ts: number[] = [];
-    for (let r = 0; r < reps + 2; r++) {
-      const t0 = performance.now();
-      await session.run(feeds, fetches);
-      if (r >= 2) ts.push(performance.now() - t0);
-    }
-    return median(ts);
-  };
   const layers = Array.from({ length: spec.numLayers }, (_, l) => l);
+  const newRows = [AUG.argmax, ...layers.flatMap((l) => [AUG.newKey(l), AUG.newValue(l)])];
+  const present = [
+    AUG.argmax,
+    ...layers.flatMap((l) => [spec.io.presentKeys[l] as string, spec.io.presentValues[l] as string]),
+  ];
+  const a: number[] = [];
+  const b: number[] = [];
   try {
-    const newMs = await time([AUG.argmax, ...layers.flatMap((l) => [AUG.newKey(l), AUG.newValue(l)])]);
-    const presentMs = await time([
-      AUG.argmax,
-      ...layers.flatMap((l) => [spec.io.presentKeys[l] as string, spec.io.presentValues[l] as string]),
-    ]);
-    return { newMs, presentMs };
+    // Interleaved so load changes on the host hit both alike.
+    for (let r = 0; r < reps + 2; r++) {
+      let t0 = performance.now();
+      await session.run(feeds, newRows);
+      if (r >= 2) a.push(performance.now() - t0);
+      t0 = performance.now();
+      await session.run(feeds, present);
+      if (r >= 2) b.push(performance.now() - t0);
+    }
+    return { newMs: median(a), presentMs: median(b) };
   } finally {
     await session.release();
   }
@@ -231,9 +326,11 @@ async function main(): Promise<void> {
     );
     out();
     out(
-      'Greedy decoding (in-graph ArgMax; only new K/V rows fetched). Decode: ragged prompts of 112–144 tokens, median of 20 steps ' +
-        'after 3 warm-up steps; "session" is the time inside `session.run`, the rest is feed building, KV writes and bookkeeping. ' +
-        'Prefill: one forward of fresh prompts, median of 3.',
+      'Greedy decoding (in-graph ArgMax; only new K/V rows fetched). Decode: ragged prompts of 112–144 tokens, 3 warm-up ' +
+        'steps, then 3 rounds of 20 steps; the table gives the median step of the fastest round (the host is shared, and ' +
+        'other work shows up as whole slow rounds). "session" is the time inside `session.run`, the rest is feed building, ' +
+        'KV writes and bookkeeping. Prefill: one forward of fresh prompts, best of 5. Design checks: the two variants ' +
+        'alternate step by step (medians).',
     );
     for (const preset of presets) {
       const dir = join(root, preset);
@@ -250,7 +347,7 @@ async function main(): Promise<void> {
       out('|---:|---:|---:|---:|');
       const batches = preset === 'tiny' ? [1, 8, 32, 64] : [1, 8, 32, 64];
       for (const b of batches) {
-        const r = await decodeBench(dir, b, 128, 20, true);
+        const r = await decodeBench(dir, b, 128, 20);
         out(`| ${b} | ${f1(r.ms)} | ${f1(r.sessionMs)} | ${f0(r.tps)} |`);
       }
       out();
@@ -261,14 +358,13 @@ async function main(): Promise<void> {
         [1, 512],
         [8, 128],
       ] as const) {
-        const r = await prefillBench(dir, b, len, 3);
+        const r = await prefillBench(dir, b, len, 5);
         out(`| ${b} × ${len} tokens | ${f1(r.ms)} | ${f0(r.tps)} |`);
       }
       out();
       out('Design checks at batch 32, past 128:');
       out();
-      const reuse = await decodeBench(dir, 32, 128, 20, true);
-      const regather = await decodeBench(dir, 32, 128, 20, false);
+      const [reuse, regather] = await decodeFeedPair(dir, 32, 128, 20);
       const fetch = await fetchBench(dir, 32, 128, 10);
       out('| variant | ms / decode step |');
       out('|---|---:|');
@@ -276,10 +372,9 @@ async function main(): Promise<void> {
       out(`| runner, decode feed gathered from the KV store every step | ${f1(regather.ms)} |`);
       out(`| raw session.run, fetch new K/V rows only (mode d) | ${f1(fetch.newMs)} |`);
       out(`| raw session.run, fetch the whole present.* | ${f1(fetch.presentMs)} |`);
-      const slim = await prefillBench(dir, 1, 512, 7, true);
-      const fat = await prefillBench(dir, 1, 512, 7, false);
-      out(`| prefill 1 × 512, LM head on the last position only (default) | ${f1(slim.ms)} |`);
-      out(`| prefill 1 × 512, full [1, 512, V] logits computed, last row gathered | ${f1(fat.ms)} |`);
+      const pair = await prefillLmHeadPair(dir, 512, 7);
+      out(`| prefill 1 × 512, LM head on the last position only (default) | ${f1(pair.slim)} |`);
+      out(`| prefill 1 × 512, full [1, 512, V] logits computed, last row gathered | ${f1(pair.full)} |`);
       await rm(dir, { recursive: true, force: true });
     }
   } finally {

@@ -1,5 +1,8 @@
 export * from './calibrate/index.js';
 export type * from './contract.js';
+export * from './execution/index.js';
+export * from './kv/index.js';
+export * from './model/index.js';
 export {
   type BuildModelOptions,
   type BuiltModel,
@@ -10,10 +13,7 @@ export {
   type PresetName,
   parameterCount,
 } from './model-builder/index.js';
-export * from './sim/index.js';
-export * from './execution/index.js';
-export * from './kv/index.js';
-export * from './model/index.js';
-export * from './worker/index.js';
-export * from './tokenizer/index.js';
 export * from './sampling/index.js';
+export * from './sim/index.js';
+export * from './tokenizer/index.js';
+export * from './worker/index.js';

@@ -10,7 +10,7 @@ import {
 } from '../../test/fixtures/schedules.js';
 import { buildTiny, type TinyModel } from '../../test/fixtures/tiny-models.js';
 import type { ForwardBatch, SamplingParams } from '../contract.js';
-import { OnnxRunner } from './onnx-runner.js';
+import { groupRagged, OnnxRunner } from './onnx-runner.js';
 
 const layouts = ['genai', 'optimum'] as const;
 const models = new Map<string, TinyModel>();
@@ -399,5 +399,19 @@ describe.each(layouts)('OnnxRunner fp16 (%s layout, tiny, CPU)', (layout) => {
       await bat.close();
       await m.cleanup();
     }
+  });
+});
+
+describe('groupRagged', () => {
+  const rows = (...lens: number[]) => lens.map((n) => ({ tokens: { length: n } }));
+  const shape = (groups: { tokens: { length: number } }[][]) =>
+    groups.map((g) => g.map((r) => r.tokens.length));
+
+  it('keeps similar lengths together, longest first, and splits off rows that would mostly be padding', () => {
+    expect(shape(groupRagged(rows(5, 7, 6, 7)))).toEqual([[7, 7, 6, 5]]);
+    expect(shape(groupRagged(rows(3, 100, 3, 3)))).toEqual([[100], [3, 3, 3]]);
+    expect(shape(groupRagged(rows(40, 30, 25, 3, 1)))).toEqual([[40, 30, 25, 3], [1]]);
+    expect(shape(groupRagged(rows(64, 8, 8, 8, 8)))).toEqual([[64], [8, 8, 8, 8]]);
+    expect(groupRagged([])).toEqual([]);
   });
 });

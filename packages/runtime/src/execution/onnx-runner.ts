@@ -102,7 +102,7 @@ export interface RunnerStepStats {
   totalMs: number;
 }
 
-const NOT_HELD = -1;
+const NO_OUTPUT = -1;
 
 export class OnnxRunner implements ModelRunner {
   readonly info: ModelInfo;
@@ -383,7 +383,7 @@ export class OnnxRunner implements ModelRunner {
     const continued: Row[] = [];
     for (const c of batch.prefill) {
       const req = this.#requests.get(c.id) as ReqState;
-      const row: Row = { req, past: c.start, tokens: c.tokens, out: c.sample ? out++ : NOT_HELD };
+      const row: Row = { req, past: c.start, tokens: c.tokens, out: c.sample ? out++ : NO_OUTPUT };
       if (row.out >= 0) outIds[row.out] = c.id;
       req.history?.addPrompt(c.tokens);
       (c.start === 0 ? fresh : continued).push(row);
@@ -684,8 +684,9 @@ function intTensor(big: BigInt64Array, type: 'int64' | 'int32', dims: number[]):
 
 /**
  * Splits fresh prompts into right-padded ragged batches: longest first, a
- * prompt joins the current batch while padding stays under a third of the
- * batch's tokens (padding is computed and thrown away).
+ * prompt joins the current batch while the padded size stays within 1.5× the
+ * real tokens + 16 (padding is computed and thrown away; the slack lets short
+ * prompts share a run).
  */
 export function groupRagged<T extends { tokens: { length: number } }>(rows: readonly T[]): T[][] {
   const sorted = [...rows].sort((a, b) => b.tokens.length - a.tokens.length);

@@ -73,7 +73,7 @@ export interface HostKvStoreOptions {
   headDim: number;
   dtype: 'fp32' | 'fp16';
   capacityTokens: number;
-  /** Tokens per block (default 32). */
+  /** Tokens per block (default 16). */
   blockSize?: number;
   /**
    * Most requests held at once (default 256). The pool gets one spare block
@@ -113,7 +113,7 @@ export class HostKvStore implements KvStore {
       throw new RangeError(`capacityTokens must be a positive integer, got ${o.capacityTokens}`);
     }
     this.capacityTokens = o.capacityTokens;
-    this.blockSize = o.blockSize ?? 32;
+    this.blockSize = o.blockSize ?? 16;
     this.numLayers = o.numLayers;
     this.numKvHeads = o.numKvHeads;
     this.headDim = o.headDim;
