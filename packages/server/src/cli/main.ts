@@ -5,14 +5,18 @@
  */
 import { TsinferError } from '@tsinfer/core';
 import { Command } from 'commander';
+import { registerCalibrate } from './calibrate.js';
 import { registerMakeModel } from './make-model.js';
+import { registerServe } from './serve.js';
 
 export function createProgram(): Command {
   const program = new Command('tsinfer')
     .description('tsinfer: an LLM serving runtime for Node.js')
     .showHelpAfterError()
     .configureHelp({ sortSubcommands: true });
+  registerCalibrate(program);
   registerMakeModel(program);
+  registerServe(program);
   return program;
 }
 
