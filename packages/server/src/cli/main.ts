@@ -3,6 +3,7 @@
  * The `tsinfer` command line. Each subcommand lives in its own module and
  * registers itself here.
  */
+import { registerBench } from '@tsinfer/bench';
 import { TsinferError } from '@tsinfer/core';
 import { Command } from 'commander';
 import { registerCalibrate } from './calibrate.js';
@@ -14,6 +15,7 @@ export function createProgram(): Command {
     .description('tsinfer: an LLM serving runtime for Node.js')
     .showHelpAfterError()
     .configureHelp({ sortSubcommands: true });
+  registerBench(program);
   registerCalibrate(program);
   registerMakeModel(program);
   registerServe(program);
