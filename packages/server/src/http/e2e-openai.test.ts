@@ -126,7 +126,7 @@ describe('openai client against tsinfer serving the tiny model', () => {
       (e: unknown) => e,
     );
     expect(err).toBeInstanceOf(OpenAI.BadRequestError);
-    expect((err as InstanceType<typeof OpenAI.BadRequestError>).code).toBe('TSI_ERR_BAD_REQUEST');
+    expect((err as InstanceType<typeof OpenAI.BadRequestError>).code).toBe('TSI_ERR_CONTEXT_LENGTH');
     const nf = await client.chat.completions
       .create({ model: 'nope', messages: [{ role: 'user', content: 'x' }] })
       .then(

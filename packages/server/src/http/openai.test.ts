@@ -233,11 +233,11 @@ describe('bad input', () => {
     const ctx = h.engine.info.contextLength;
     const over = await post('/v1/completions', { prompt: 'abcd', max_tokens: ctx });
     expect(over.statusCode).toBe(400);
-    expect(over.json().error).toMatchObject({ param: 'max_tokens', code: 'TSI_ERR_BAD_REQUEST' });
+    expect(over.json().error).toMatchObject({ param: 'max_tokens', code: 'TSI_ERR_CONTEXT_LENGTH' });
     expect(over.json().error.message).toContain(`maximum context length is ${ctx}`);
     const long = await post('/v1/completions', { prompt: 'a'.repeat(ctx + 5), max_tokens: 1 });
     expect(long.statusCode).toBe(400);
-    expect(long.json().error.param).toBe('prompt');
+    expect(long.json().error).toMatchObject({ param: 'prompt', code: 'TSI_ERR_CONTEXT_LENGTH' });
     const n = await post('/v1/completions', { prompt: 'x', n: 5 });
     expect(n.statusCode).toBe(400);
     expect(n.json().error.param).toBe('n');

@@ -80,14 +80,16 @@ export function resolveMaxTokens(
   const maxReqLen = state.engine.info.maxReqLen;
   if (promptTokens === 0) throw badRequest(`${promptParam}: the prompt is empty`, promptParam);
   if (promptTokens >= maxReqLen) {
-    throw badRequest(
+    throw new HttpError(
+      'TSI_ERR_CONTEXT_LENGTH',
       `${promptParam}: the prompt has ${promptTokens} tokens; at most ${maxReqLen - 1} fit, leaving room for one new token (context length ${ctx})`,
       promptParam,
     );
   }
   const max = maxTokens ?? ctx - promptTokens;
   if (promptTokens + max > ctx) {
-    throw badRequest(
+    throw new HttpError(
+      'TSI_ERR_CONTEXT_LENGTH',
       `${maxParam}: this model's maximum context length is ${ctx} tokens. However, you requested ${promptTokens + max} tokens (${promptTokens} in the prompt, ${max} for the completion). Please reduce the prompt or ${maxParam}.`,
       maxParam,
     );

@@ -1,6 +1,6 @@
 /**
  * The HTTP layer's shared state and the one place a generation runs: it
- * admits the request (draining, --max-queued-requests), wires client
+ * admits the request (refused while draining; the queue bound is the engine's), wires client
  * disconnects to the engine's abort signal, observes TTFT / inter-token /
  * end-to-end latency and the request counters, and hands each engine event
  * to the route's formatter.
