@@ -4,7 +4,7 @@
  * `/llm` next to the app's own routes. tsinfer's validation, error shape
  * and API key apply to its routes only; the app's routes are untouched.
  */
-import { type Engine, TsinferHttp } from '@tsinfer/server';
+import { DEFAULT_SAMPLING, type Engine, TsinferHttp } from '@tsinfer/server';
 import Fastify, { type FastifyInstance } from 'fastify';
 
 export interface AppOptions {
@@ -36,17 +36,7 @@ export async function buildApp(options: AppOptions): Promise<{ app: FastifyInsta
     let text = '';
     for await (const ev of options.engine.generate({
       prompt: { text: prompt },
-      sampling: {
-        temperature: 0,
-        topK: 0,
-        topP: 1,
-        minP: 0,
-        repetitionPenalty: 1,
-        frequencyPenalty: 0,
-        presencePenalty: 0,
-        seed: null,
-        logprobs: 0,
-      },
+      sampling: DEFAULT_SAMPLING,
       maxNewTokens: 16,
       stop: ['\n'],
       stopTokenIds: [],

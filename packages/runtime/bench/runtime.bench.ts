@@ -17,7 +17,7 @@ import { availableParallelism, cpus, loadavg, platform, release, tmpdir, totalme
 import { join } from 'node:path';
 import { createRng } from '@tsinfer/core';
 import * as ort from 'onnxruntime-node';
-import type { SamplingParams } from '../src/contract.js';
+import { DEFAULT_SAMPLING } from '../src/contract.js';
 import { OnnxRunner } from '../src/execution/onnx-runner.js';
 import { AUG, augmentGraph } from '../src/model/augment.js';
 import { loadModelDir } from '../src/model/spec.js';
@@ -34,17 +34,7 @@ const threads = Number(arg('--threads', '2'));
 const write = !args.includes('--no-write');
 const ROUNDS = 3;
 
-const GREEDY: SamplingParams = {
-  temperature: 0,
-  topK: 0,
-  topP: 1,
-  minP: 0,
-  repetitionPenalty: 1,
-  frequencyPenalty: 0,
-  presencePenalty: 0,
-  seed: null,
-  logprobs: 0,
-};
+const GREEDY = DEFAULT_SAMPLING;
 
 const median = (xs: number[]): number => {
   const s = [...xs].sort((a, b) => a - b);

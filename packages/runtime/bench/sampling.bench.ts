@@ -8,21 +8,11 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createRng } from '@tsinfer/core';
-import type { SamplingParams } from '../src/contract.js';
+import { DEFAULT_SAMPLING, type SamplingParams } from '../src/contract.js';
 import { Sampler, TokenHistory } from '../src/sampling/index.js';
 import { Tokenizer, writeTokenizerFiles } from '../src/tokenizer/index.js';
 
-const BASE: SamplingParams = {
-  temperature: 1,
-  topK: 0,
-  topP: 1,
-  minP: 0,
-  repetitionPenalty: 1,
-  frequencyPenalty: 0,
-  presencePenalty: 0,
-  seed: null,
-  logprobs: 0,
-};
+const BASE: SamplingParams = { ...DEFAULT_SAMPLING, temperature: 1 };
 
 const gc = (globalThis as { gc?: () => void }).gc;
 

@@ -29,6 +29,19 @@ export interface SamplingParams {
   readonly logprobs: number;
 }
 
+/** Greedy decoding with every processor disabled: what absent sampling fields default to. */
+export const DEFAULT_SAMPLING: Readonly<SamplingParams> = Object.freeze({
+  temperature: 0,
+  topK: 0,
+  topP: 1,
+  minP: 0,
+  repetitionPenalty: 1,
+  frequencyPenalty: 0,
+  presencePenalty: 0,
+  seed: null,
+  logprobs: 0,
+});
+
 /** A request the runner has not seen yet; sent once, in the batch of its first chunk. */
 export interface NewRequest {
   readonly id: number;

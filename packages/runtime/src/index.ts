@@ -1,5 +1,5 @@
 export * from './calibrate/index.js';
-export type * from './contract.js';
+export * from './contract.js';
 export * from './execution/index.js';
 export * from './kv/index.js';
 export * from './model/index.js';

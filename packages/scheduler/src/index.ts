@@ -20,7 +20,6 @@ export * from './load-snapshot/index.js';
 export { ADD_CONTINUE, ADD_NO_TOKEN, ADD_OTHER, type AddResult, PrefillAdder } from './prefill-adder.js';
 export { LPM_MAX_QUEUE, type PrefixMatcher, WaitingQueue } from './queue.js';
 export {
-  DEFAULT_SAMPLING,
   type FinishReason,
   Request,
   type RequestInput,

@@ -7,7 +7,7 @@
  * tokens and re-prefills prompt + generated tokens (its `fill`) when it is
  * admitted again, then goes on sampling where it stopped.
  */
-import type { SamplingParams } from '@tsinfer/runtime';
+import { DEFAULT_SAMPLING, type SamplingParams } from '@tsinfer/runtime';
 
 /** OpenAI-style finish reasons. */
 export type FinishReason = 'stop' | 'length' | 'abort';
@@ -53,18 +53,6 @@ export interface RequestInput {
   /** The DP controller's dispatch sequence number of this request (reported back as `PassStats.ackedDispatchSeq`). */
   readonly dispatchSeq?: number;
 }
-
-export const DEFAULT_SAMPLING: Readonly<SamplingParams> = Object.freeze({
-  temperature: 0,
-  topK: 0,
-  topP: 1,
-  minP: 0,
-  repetitionPenalty: 1,
-  frequencyPenalty: 0,
-  presencePenalty: 0,
-  seed: null,
-  logprobs: 0,
-});
 
 export class Request {
   readonly rid: string;

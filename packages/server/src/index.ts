@@ -1,3 +1,4 @@
+export { DEFAULT_SAMPLING, type SamplingParams } from '@tsinfer/runtime';
 export {
   addServeOptions,
   parseServeFlags,

@@ -1,5 +1,5 @@
 import { type Clock, createRng } from '@tsinfer/core';
-import type { ForwardBatch, ModelRunner, PrefillChunk, SamplingParams } from '../contract.js';
+import { DEFAULT_SAMPLING, type ForwardBatch, type ModelRunner, type PrefillChunk } from '../contract.js';
 import { COST_TERMS, type CostTerm, type StepFeatures, stepFeatures } from '../sim/cost.js';
 import { SIM_PROFILE_FORMAT, type SimProfile } from '../sim/profile.js';
 import { type CostSample, type FitQuality, fitCostModel, median } from './fit.js';
@@ -73,17 +73,7 @@ export interface CalibrationResult {
   readonly points: readonly CalibrationPoint[];
 }
 
-const GREEDY: SamplingParams = {
-  temperature: 0,
-  topK: 0,
-  topP: 1,
-  minP: 0,
-  repetitionPenalty: 1,
-  frequencyPenalty: 0,
-  presencePenalty: 0,
-  seed: null,
-  logprobs: 0,
-};
+const GREEDY = DEFAULT_SAMPLING;
 
 const EMPTY: ForwardBatch = { free: [], add: [], prefill: [], decode: [] };
 

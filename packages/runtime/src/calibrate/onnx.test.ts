@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { systemClock } from '@tsinfer/core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { DEFAULT_SAMPLING } from '../contract.js';
 import { OnnxRunner } from '../execution/onnx-runner.js';
 import { buildModel } from '../model-builder/index.js';
 import type { stepFeatures } from '../sim/cost.js';
@@ -53,17 +54,7 @@ describe('calibrate against OnnxRunner (tiny, CPU)', () => {
         add: [
           {
             id: 0,
-            sampling: {
-              temperature: 0,
-              topK: 0,
-              topP: 1,
-              minP: 0,
-              repetitionPenalty: 1,
-              frequencyPenalty: 0,
-              presencePenalty: 0,
-              seed: null,
-              logprobs: 0,
-            },
+            sampling: DEFAULT_SAMPLING,
           },
         ],
         prefill: [{ id: 0, start: 0, tokens: new Int32Array(2000).fill(5), sample: true }],

@@ -1,20 +1,10 @@
 import { createRng, type Rng } from '@tsinfer/core';
 import { describe, expect, it } from 'vitest';
-import type { SamplingParams } from '../contract.js';
+import { DEFAULT_SAMPLING, type SamplingParams } from '../contract.js';
 import { TokenHistory } from './history.js';
 import { requestRng, Sampler, samplingNeed } from './sampler.js';
 
-const BASE: SamplingParams = {
-  temperature: 1,
-  topK: 0,
-  topP: 1,
-  minP: 0,
-  repetitionPenalty: 1,
-  frequencyPenalty: 0,
-  presencePenalty: 0,
-  seed: null,
-  logprobs: 0,
-};
+const BASE: SamplingParams = { ...DEFAULT_SAMPLING, temperature: 1 };
 const P = (over: Partial<SamplingParams>): SamplingParams => ({ ...BASE, ...over });
 
 /**

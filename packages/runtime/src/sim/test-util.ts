@@ -1,18 +1,10 @@
-import type { SamplingParams } from '../contract.js';
+import { DEFAULT_SAMPLING, type SamplingParams } from '../contract.js';
 import { SIM_PROFILE_FORMAT, type SimProfile } from './profile.js';
 
 /** Greedy sampling with overrides, for tests. */
 export function sampling(over: Partial<SamplingParams> = {}): SamplingParams {
   return {
-    temperature: 0,
-    topK: 0,
-    topP: 1,
-    minP: 0,
-    repetitionPenalty: 1,
-    frequencyPenalty: 0,
-    presencePenalty: 0,
-    seed: null,
-    logprobs: 0,
+    ...DEFAULT_SAMPLING,
     ...over,
   };
 }

@@ -8,8 +8,7 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { buildModel, OnnxRunner, Tokenizer } from '@tsinfer/runtime';
-import { DEFAULT_SAMPLING } from '@tsinfer/scheduler';
+import { buildModel, DEFAULT_SAMPLING, OnnxRunner, Tokenizer } from '@tsinfer/runtime';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createEngine } from './engine.js';
 import { collect, request } from './test-helpers.js';

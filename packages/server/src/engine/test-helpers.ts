@@ -5,7 +5,7 @@
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { DEFAULT_SAMPLING } from '@tsinfer/scheduler';
+import { DEFAULT_SAMPLING } from '@tsinfer/runtime';
 import type { GenerateEvent, GenerateRequest } from './types.js';
 
 export interface ProfileSpec {
