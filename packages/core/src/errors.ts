@@ -51,6 +51,11 @@ export const ERROR_CODES = {
     meaning:
       'The requested execution device cannot be used (for --device cuda: the CUDA provider libraries are not installed beside the onnxruntime-node binding, or the session failed to start on it); the message says how to fix it.',
   },
+  TSI_ERR_NATIVE_UNAVAILABLE: {
+    status: 503,
+    meaning:
+      'The native backend (--runtime-backend native) cannot be used: its addon is not built, failed to load, or does not support this model (the optimum layout); the message says why and how to build it. The JS backend is unaffected.',
+  },
   TSI_ERR_WORKER_CRASHED: {
     status: 503,
     meaning:
@@ -153,7 +158,7 @@ export const ERROR_CODES = {
   TSI_ERR_BENCH_SERVER: {
     status: 503,
     meaning:
-      'tsinfer bench cannot use the server it benchmarks: GET /v1/models did not answer 200 within --ready-check-timeout-sec, no model id was found, every warm-up request failed, or POST /flush_cache failed; the message carries the server\'s answer.',
+      "tsinfer bench cannot use the server it benchmarks: GET /v1/models did not answer 200 within --ready-check-timeout-sec, no model id was found, every warm-up request failed, or POST /flush_cache failed; the message carries the server's answer.",
   },
   TSI_ERR_BENCH_REPORT_INPUT: {
     status: 400,
@@ -172,11 +177,13 @@ export const ERROR_CODES = {
   },
   TSI_ERR_UPSTREAM_TIMEOUT: {
     status: 504,
-    meaning: 'tsinfer gateway: a worker did not finish the request within --request-timeout-secs; the request was aborted upstream.',
+    meaning:
+      'tsinfer gateway: a worker did not finish the request within --request-timeout-secs; the request was aborted upstream.',
   },
   TSI_ERR_WORKER_NOT_FOUND: {
     status: 404,
-    meaning: 'tsinfer gateway: the worker URL given to DELETE /workers (or /remove_worker) is not registered.',
+    meaning:
+      'tsinfer gateway: the worker URL given to DELETE /workers (or /remove_worker) is not registered.',
   },
 } as const satisfies Record<string, { status: number; meaning: string }>;
 

@@ -1,20 +1,6 @@
-/**
- * Delayer benchmark: the cost of the prefill decision and of the cross-rank
- * all-gather between thread ranks.
- *
- *   tsx --conditions=@tsinfer/source packages/delayer/bench/delayer.bench.ts   (pnpm bench:delayer)
- *
- * Prints a table and rewrites the section between
- * `<!-- bench:delayer:start -->` and `<!-- bench:delayer:end -->` in
- * docs/benchmarks.md (everything outside the markers is kept).
- *
- * Options (environment): BENCH_QUICK=1 runs fewer iterations (smoke run);
- * BENCH_NO_WRITE=1 leaves docs/benchmarks.md alone.
- */
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
-import { fileURLToPath } from 'node:url';
 import { createRng, startWorker } from '@tsinfer/core';
+import { describeMachine, writeBenchSection } from '@tsinfer/core/bench-doc';
 import { createSharedAllGatherInit } from '../src/collective/shared-memory.js';
 import {
   createDecisionRecord,
@@ -28,9 +14,6 @@ import type { BenchRankJob, BenchRankReport } from './all-gather-rank.bench-work
 const QUICK = process.env['BENCH_QUICK'] === '1';
 const WRITE = process.env['BENCH_NO_WRITE'] !== '1';
 const COMMAND = 'tsx --conditions=@tsinfer/source packages/delayer/bench/delayer.bench.ts';
-const DOC = fileURLToPath(new URL('../../../docs/benchmarks.md', import.meta.url));
-const START = '<!-- bench:delayer:start -->';
-const END = '<!-- bench:delayer:end -->';
 
 // ---------------------------------------------------------------- decidePrefill
 
@@ -254,12 +237,11 @@ async function main(): Promise<void> {
 
   const oversubscribed = GATHER_RANKS.filter((n) => n > cores);
   const lines = [
-    START,
     '## Delayer',
     '',
     `Command: \`${COMMAND}\` (\`pnpm bench:delayer\`)${QUICK ? ' with BENCH_QUICK=1 (smoke run, fewer iterations)' : ''}  `,
     `Date: ${date}  `,
-    `Machine: ${cpu}, ${cores} cores (\`os.availableParallelism()\`), ${fmt(os.totalmem() / 2 ** 30, 0)} GiB, ${os.platform()} ${os.release()}, node ${process.version}; 1-min load average at start ${fmt(load, 2)}`,
+    `Machine: ${describeMachine(load)}`,
     '',
     '### decidePrefill',
     '',
@@ -284,24 +266,13 @@ async function main(): Promise<void> {
     oversubscribed.length > 0
       ? `\\* Oversubscribed: ${oversubscribed.join(' and ')} thread ranks on ${cores} cores, so every round needs the OS to schedule each waiting thread in turn; these rows are dominated by scheduler hand-offs (futex wake-ups and context switches), not by the protocol itself.`
       : 'Every configuration had a core per rank.',
-    END,
   ];
   const section = lines.join('\n');
   console.log(`\n${section}`);
 
-  if (WRITE) {
-    const header =
-      '# Benchmarks\n\nMeasured numbers, each section rewritten by the benchmark that owns it (between its markers). Do not edit inside the markers by hand.\n';
-    const doc = existsSync(DOC) ? readFileSync(DOC, 'utf8') : header;
-    const s = doc.indexOf(START);
-    const e = doc.indexOf(END);
-    const next =
-      s !== -1 && e > s
-        ? doc.slice(0, s) + section + doc.slice(e + END.length)
-        : `${doc.trimEnd()}\n\n${section}\n`;
-    writeFileSync(DOC, next);
-    console.log(`\nwrote ${DOC}`);
-  }
+  if (WRITE)
+    console.log(`
+wrote ${writeBenchSection('delayer', section)}`);
 }
 
 await main();

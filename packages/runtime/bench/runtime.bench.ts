@@ -1,21 +1,8 @@
-/**
- * Runtime benchmark: decode step time and tokens/s at batch 1, 8, 32, 64 and
- * prefill tokens/s, on the model builder's presets (CPU, fp32, in-thread
- * OnnxRunner), plus two design checks: "mode d" (fetch only new K/V rows)
- * against fetching the whole `present`, and reusing the decode feed across
- * steps against gathering it from the KV store every step.
- *
- *   npx tsx --conditions=@tsinfer/source packages/runtime/bench/runtime.bench.ts [--presets tiny,small] [--threads 2] [--no-write]
- *
- * Prints the tables and rewrites the section between
- * `<!-- bench:runtime:start -->` and `<!-- bench:runtime:end -->` in
- * docs/benchmarks.md (everything else in that file is preserved).
- */
-import { existsSync } from 'node:fs';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import { availableParallelism, cpus, loadavg, platform, release, tmpdir, totalmem } from 'node:os';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createRng } from '@tsinfer/core';
+import { describeMachine, writeBenchSection } from '@tsinfer/core/bench-doc';
 import * as ort from 'onnxruntime-node';
 import { DEFAULT_SAMPLING } from '../src/contract.js';
 import { OnnxRunner } from '../src/execution/onnx-runner.js';
@@ -310,9 +297,8 @@ async function main(): Promise<void> {
     out('Command: `npx tsx --conditions=@tsinfer/source packages/runtime/bench/runtime.bench.ts`  ');
     out(`Date: ${new Date().toISOString()}  `);
     out(
-      `Machine: ${cpus()[0]?.model.trim() ?? 'cpu'}, ${availableParallelism()} cores, ${Math.round(totalmem() / 2 ** 30)} GiB, ` +
-        `${platform()} ${release()}, node ${process.version}, onnxruntime-node 1.29.0 (CPU EP), intra-op threads ${threads}; ` +
-        `1-min load average at start ${load0.toFixed(2)} (other work on the machine makes these noisy)`,
+      `Machine: ${describeMachine(load0)}; onnxruntime-node 1.29.0 (CPU EP), intra-op threads ${threads} ` +
+        '(other work on the machine makes these noisy)',
     );
     out();
     out(
@@ -370,21 +356,7 @@ async function main(): Promise<void> {
   } finally {
     await rm(root, { recursive: true, force: true });
   }
-  if (write) {
-    const path = new URL('../../../docs/benchmarks.md', import.meta.url);
-    const start = '<!-- bench:runtime:start -->';
-    const end = '<!-- bench:runtime:end -->';
-    const section = `${start}\n${lines.join('\n')}\n${end}`;
-    const old = existsSync(path) ? await readFile(path, 'utf8') : '# Benchmarks\n';
-    const i = old.indexOf(start);
-    const j = old.indexOf(end);
-    const next =
-      i >= 0 && j > i
-        ? old.slice(0, i) + section + old.slice(j + end.length)
-        : `${old.trimEnd()}\n\n${section}\n`;
-    await writeFile(path, next);
-    console.log(`\nwrote the runtime section of ${path.pathname}`);
-  }
+  if (write) console.log(`\nwrote ${writeBenchSection('runtime', lines.join('\n'))}`);
 }
 
 await main();

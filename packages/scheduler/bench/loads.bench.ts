@@ -1,26 +1,7 @@
-/**
- * Load snapshots and DP dispatch:
- *  (a) the controller's cost to read one rank's snapshot from the
- *      LoadSnapshotBoard (full record and the head the dispatcher reads),
- *      idle and while a writer thread publishes; a rank's publish cost; and
- *      one dispatch per method at dpSize 8;
- *  (b) `/v1/loads` served at ~1,000 polls per second while N rank worker
- *      threads each spend 2-second "prefills" blocked (Atomics.wait, or a
- *      busy loop with --busy), side by side in one run: built from the
- *      shared-memory snapshots, versus asking every rank over its message
- *      port (a rank answers only between prefills). p50/p99 of each.
- *
- * Run: tsx --conditions=@tsinfer/source packages/scheduler/bench/loads.bench.ts [--no-write] [--quick]
- * Rewrites the section between `<!-- bench:loads:start -->` and
- * `<!-- bench:loads:end -->` in docs/benchmarks.md, preserving the rest.
- *
- * This file is also the rank worker's entry (started with workerData).
- */
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
-import { fileURLToPath } from 'node:url';
 import { isMainThread, parentPort, type Worker, workerData } from 'node:worker_threads';
 import { ManualClock, startWorker, systemClock } from '@tsinfer/core';
+import { describeMachine, writeBenchSection } from '@tsinfer/core/bench-doc';
 import { DpDispatcher } from '../src/dispatch/dispatcher.js';
 import { LoadSnapshotBoard } from '../src/load-snapshot/board.js';
 import { buildLoadsPayload, collectLoads, parseLoadsQuery } from '../src/load-snapshot/loads-api.js';
@@ -117,9 +98,6 @@ function runWriter(job: WriterJob): void {
 const args = process.argv.slice(2);
 const WRITE = !args.includes('--no-write');
 const QUICK = args.includes('--quick');
-const DOC = fileURLToPath(new URL('../../../docs/benchmarks.md', import.meta.url));
-const START = '<!-- bench:loads:start -->';
-const END = '<!-- bench:loads:end -->';
 
 function pct(sorted: Float64Array | number[], p: number): number {
   if (sorted.length === 0) return Number.NaN;
@@ -417,12 +395,11 @@ async function main(): Promise<void> {
   }
 
   const lines = [
-    START,
     '## Load snapshots and DP dispatch',
     '',
     `Command: \`tsx --conditions=@tsinfer/source packages/scheduler/bench/loads.bench.ts\`${QUICK ? ' `--quick`' : ''}  `,
     `Date: ${date}  `,
-    `Machine: ${cpu}, ${cores} cores (\`os.availableParallelism()\`), ${fmt(os.totalmem() / 2 ** 30, 0)} GiB, ${os.platform()} ${os.release()}, node ${process.version}; 1-min load average at start ${fmt(load, 2)}`,
+    `Machine: ${describeMachine(load)}`,
     '',
     '### (a) Reading a rank’s snapshot (LoadSnapshotBoard, seqlock) and dispatching',
     '',
@@ -448,23 +425,12 @@ async function main(): Promise<void> {
     ),
     '',
     `Busy-loop rows on this ${cores}-core machine: N busy ranks plus the polling main thread compete for the cores, so the snapshot path's tail includes OS scheduling.`,
-    END,
   ];
   const section = lines.join('\n');
   console.log(`\n${section}`);
-  if (WRITE) {
-    const header =
-      '# Benchmarks\n\nMeasured numbers, each section rewritten by the benchmark that owns it (between its markers). Do not edit inside the markers by hand.\n';
-    const doc = existsSync(DOC) ? readFileSync(DOC, 'utf8') : header;
-    const s = doc.indexOf(START);
-    const e = doc.indexOf(END);
-    const next =
-      s !== -1 && e > s
-        ? doc.slice(0, s) + section + doc.slice(e + END.length)
-        : `${doc.trimEnd()}\n\n${section}\n`;
-    writeFileSync(DOC, next);
-    console.log(`\nwrote ${DOC}`);
-  }
+  if (WRITE)
+    console.log(`
+wrote ${writeBenchSection('loads', section)}`);
 }
 
 if (isMainThread) {

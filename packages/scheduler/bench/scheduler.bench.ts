@@ -1,18 +1,6 @@
-/**
- * `pnpm bench:scheduler`: CPU time of one scheduling pass, excluding the
- * forward, with ~1,000 running and ~10,000 waiting requests on the simulated
- * runner; then the same with 1,000 and 100,000 waiting (the cost must not grow
- * with the queue) and by admitted requests per pass (it may grow with them).
- *
- * Run: tsx --conditions=@tsinfer/source packages/scheduler/bench/scheduler.bench.ts [--passes N] [--no-write]
- * Rewrites the section between `<!-- bench:scheduler:start -->` and
- * `<!-- bench:scheduler:end -->` in docs/benchmarks.md (creating the file or
- * section if missing), preserving everything else.
- */
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
-import { cpus, loadavg } from 'node:os';
-import { fileURLToPath } from 'node:url';
+import { loadavg } from 'node:os';
 import { createRng, ManualClock } from '@tsinfer/core';
+import { describeMachine, writeBenchSection } from '@tsinfer/core/bench-doc';
 import { SimRunner, validateSimProfile } from '@tsinfer/runtime';
 import { Scheduler } from '../src/index.js';
 
@@ -244,12 +232,11 @@ async function main(): Promise<void> {
       `| ${k} | ${xs.length} | ${f1(mean)} | ${f1(p50)} | ${f1(pct(sorted, 99))} | ${(p50 / k).toFixed(2)} |`,
     );
   }
-  const cpu = cpus()[0]?.model ?? 'unknown CPU';
   const header = [
     '## Scheduler: CPU per scheduling pass',
     '',
     'Command: `pnpm bench:scheduler` (= `tsx --conditions=@tsinfer/source packages/scheduler/bench/scheduler.bench.ts`).',
-    `Date: ${new Date().toISOString()}. Machine: ${cpu}, ${cpus().length} cores, Node ${process.version}, 1-min load average at start ${load0.toFixed(2)}.`,
+    `Date: ${new Date().toISOString()}. Machine: ${describeMachine(load0)}.`,
     '',
     'One rank, SimRunner with an instant `wait` (virtual clock advanced by the modelled pass time), `--max-running-requests 1000`, ',
     'prompts of 32–256 tokens, max_new_tokens 100–600, waiting queue topped up after every pass. The number is',
@@ -260,17 +247,7 @@ async function main(): Promise<void> {
   ];
   const section = [...header, ...lines].join('\n');
   process.stdout.write(`${section}\n`);
-  if (!WRITE) return;
-  const path = fileURLToPath(new URL('../../../docs/benchmarks.md', import.meta.url));
-  const start = '<!-- bench:scheduler:start -->';
-  const end = '<!-- bench:scheduler:end -->';
-  const block = `${start}\n${section}\n${end}`;
-  let doc = existsSync(path) ? readFileSync(path, 'utf8') : '# Benchmarks\n';
-  const i = doc.indexOf(start);
-  const j = doc.indexOf(end);
-  if (i >= 0 && j > i) doc = doc.slice(0, i) + block + doc.slice(j + end.length);
-  else doc = `${doc.trimEnd()}\n\n${block}\n`;
-  writeFileSync(path, doc);
+  if (WRITE) writeBenchSection('scheduler', section);
 }
 
 await main();

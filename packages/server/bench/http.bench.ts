@@ -11,19 +11,16 @@
  * one at a time. Rewrites the section between `<!-- bench:http:start -->` and
  * `<!-- bench:http:end -->` of docs/benchmarks.md.
  */
-import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
+import { describeMachine, writeBenchSection } from '@tsinfer/core/bench-doc';
 import { BUILTIN_PROFILE_DIR, ZERO_COST } from '@tsinfer/runtime';
 import Fastify from 'fastify';
 import { createEngine } from '../src/engine/index.js';
 import { createServer } from '../src/http/server.js';
 
-const DOC = fileURLToPath(new URL('../../../docs/benchmarks.md', import.meta.url));
-const START = '<!-- bench:http:start -->';
-const END = '<!-- bench:http:end -->';
 const args = process.argv.slice(2);
 const WRITE = !args.includes('--no-write');
 const secIdx = args.indexOf('--seconds');
@@ -215,14 +212,12 @@ async function main(): Promise<void> {
   }
   await server.shutdown({ timeoutMs: 1000 });
 
-  const cpu = os.cpus()[0]?.model.trim() ?? 'unknown CPU';
   const section = [
-    START,
     '## HTTP layer',
     '',
     'Command: `tsx --conditions=@tsinfer/source packages/server/bench/http.bench.ts` (`pnpm bench:http`)  ',
     `Date: ${new Date().toISOString()}  `,
-    `Machine: ${cpu}, ${os.availableParallelism()} cores (\`os.availableParallelism()\`), ${fmt(os.totalmem() / 2 ** 30, 0)} GiB, ${os.platform()} ${os.release()}, node ${process.version}; 1-min load average at start ${fmt(load1, 2)}`,
+    `Machine: ${describeMachine(load1)}`,
     '',
     `tsinfer: \`createServer\` + \`createEngine\` (dp-size 1, one rank worker thread) on the simulated runner with every cost term of the tiny-cpu profile set to 0 (zero model time), so what is measured is tokenization, dispatch to the rank thread, the scheduler's passes, detokenization and the HTTP layer (validation, SSE, metrics). Bare: a fastify route in the same process answering the same JSON body (or the same number of SSE events, one per event-loop turn) with no engine. Load: a closed loop of C keep-alive connections (node:http) in a worker thread of the same process, ${SECONDS} s per cell after a 0.5 s warm-up; latency is from sending the request to the end of the response body. Both servers and the load generator share the machine's cores, so the numbers are a floor on what the HTTP layer costs, not a capacity figure.`,
     '',
@@ -231,20 +226,11 @@ async function main(): Promise<void> {
     ...rows,
     '',
     'Added latency at C = 1 is the cost of one request through tsinfer beyond a bare fastify route: for the non-streaming row that is one prefill pass of the rank thread plus two thread hops; for the streaming row, 16 passes and 16 SSE events.',
-    END,
   ].join('\n');
   console.log(`\n${section}`);
-  if (WRITE) {
-    const doc = existsSync(DOC) ? readFileSync(DOC, 'utf8') : '# Benchmarks\n';
-    const s = doc.indexOf(START);
-    const e = doc.indexOf(END);
-    const next =
-      s !== -1 && e > s
-        ? doc.slice(0, s) + section + doc.slice(e + END.length)
-        : `${doc.trimEnd()}\n\n${section}\n`;
-    writeFileSync(DOC, next);
-    console.log(`\nwrote ${DOC}`);
-  }
+  if (WRITE)
+    console.log(`
+wrote ${writeBenchSection('http', section)}`);
 }
 
 await main();
