@@ -46,6 +46,15 @@ export const DEFAULT_SAMPLING: Readonly<SamplingParams> = Object.freeze({
 export interface NewRequest {
   readonly id: number;
   readonly sampling: SamplingParams;
+  /**
+   * How many leading tokens of the request's fill are its prompt. A request
+   * re-added after a retraction prefills its prompt plus the tokens it had
+   * generated; those count as generated for the frequency and presence
+   * penalties, and a sampling request's random stream resumes where it
+   * stopped (the runner skips one draw per generated token). Absent: the
+   * whole fill is prompt.
+   */
+  readonly promptLength?: number;
 }
 
 /** A slice of a request's prompt to prefill into its KV cache. */

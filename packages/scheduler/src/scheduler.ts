@@ -574,7 +574,12 @@ export class Scheduler {
       const req = adder.canRun[i]!;
       const n = adder.chunkLens[i]!;
       if (!req.added) {
-        this.#add.push({ id: req.runnerId, sampling: req.sampling });
+        // After a retraction the fill ends with generated tokens: say where the prompt ends.
+        this.#add.push(
+          req.fill.length > req.prompt.length
+            ? { id: req.runnerId, sampling: req.sampling, promptLength: req.prompt.length }
+            : { id: req.runnerId, sampling: req.sampling },
+        );
         req.added = true;
       }
       const start = req.kvLen;

@@ -415,3 +415,69 @@ describe('groupRagged', () => {
     expect(groupRagged([])).toEqual([]);
   });
 });
+
+describe('resuming a retracted request (NewRequest.promptLength)', () => {
+  it('continues a seeded, penalized sampling stream exactly where it stopped', async () => {
+    const runner = await OnnxRunner.create({
+      modelDir: (models.get('genai') as TinyModel).dir,
+      maxTotalTokens: 4096,
+      intraOpThreads: 2,
+    });
+    const sampling: SamplingParams = {
+      ...GREEDY,
+      temperature: 0.9,
+      topP: 0.95,
+      frequencyPenalty: 0.7,
+      presencePenalty: 0.3,
+      seed: 1234,
+    };
+    const prompt = Int32Array.from([5, 17, 300, 42, 9, 77, 1000, 3]);
+    const step = (batch: Partial<ForwardBatch>) =>
+      runner.forward({ free: [], add: [], prefill: [], decode: [], ...batch });
+    try {
+      // Uninterrupted: prefill, then 15 decode steps.
+      const whole: number[] = [];
+      let out = await step({
+        add: [{ id: 1, sampling }],
+        prefill: [{ id: 1, tokens: prompt, start: 0, sample: true }],
+      });
+      whole.push(out.tokens[0] as number);
+      for (let i = 0; i < 15; i++) {
+        out = await step({ decode: [1] });
+        whole.push(out.tokens[0] as number);
+      }
+      await step({ free: [1] });
+
+      // Retracted after 6 tokens: re-added with prompt + those 6 as its fill, in two chunks.
+      const k = 6;
+      const fill = Int32Array.from([...prompt, ...whole.slice(0, k)]);
+      const resumed: number[] = [];
+      await step({
+        add: [{ id: 2, sampling, promptLength: prompt.length }],
+        prefill: [{ id: 2, tokens: fill.subarray(0, 5), start: 0, sample: false }],
+      });
+      out = await step({ prefill: [{ id: 2, tokens: fill.subarray(5), start: 5, sample: true }] });
+      resumed.push(out.tokens[0] as number);
+      for (let i = k + 1; i < whole.length; i++) {
+        out = await step({ decode: [2] });
+        resumed.push(out.tokens[0] as number);
+      }
+      expect(resumed).toEqual(whole.slice(k));
+
+      // Without promptLength the resumed stream differs (the test can tell the difference).
+      await step({ free: [2] });
+      out = await step({
+        add: [{ id: 3, sampling }],
+        prefill: [{ id: 3, tokens: fill, start: 0, sample: true }],
+      });
+      const naive = [out.tokens[0] as number];
+      for (let i = k + 1; i < whole.length; i++) {
+        out = await step({ decode: [3] });
+        naive.push(out.tokens[0] as number);
+      }
+      expect(naive).not.toEqual(whole.slice(k));
+    } finally {
+      await runner.close();
+    }
+  });
+});

@@ -28,7 +28,14 @@ import { AUG, augmentGraph } from '../model/augment.js';
 import { ModelLoadError } from '../model/errors.js';
 import { loadModelDir, type ModelSpec } from '../model/spec.js';
 import { externalDataSessionOptions, serializeModel } from '../onnx/model-io.js';
-import { requestRng, Sampler, type SamplingNeed, samplingNeed, TokenHistory } from '../sampling/index.js';
+import {
+  requestRng,
+  Sampler,
+  type SamplingNeed,
+  samplingNeed,
+  skipSampledDraws,
+  TokenHistory,
+} from '../sampling/index.js';
 import { InvalidBatchError, KvCapacityError } from '../sim/errors.js';
 import type { RunnerStats } from '../worker/protocol.js';
 import { Int64Buffer, KvFeed, setI64 } from './buffers.js';
@@ -81,6 +88,8 @@ interface ReqState {
   readonly k: number;
   readonly rng: Rng;
   readonly history: TokenHistory | null;
+  /** `NewRequest.promptLength`, or Infinity (the whole fill is prompt). */
+  readonly promptLength: number;
   lastToken: number;
 }
 
@@ -300,6 +309,14 @@ export class OnnxRunner implements ModelRunner {
         throw new InvalidBatchError(`add: request id must be a non-negative integer, got ${req.id}`);
       }
       if (held.has(req.id)) throw new InvalidBatchError(`add: request ${req.id} is already held`);
+      if (
+        req.promptLength !== undefined &&
+        !(Number.isSafeInteger(req.promptLength) && req.promptLength >= 1)
+      ) {
+        throw new InvalidBatchError(
+          `add: request ${req.id} promptLength must be an integer >= 1, got ${req.promptLength}`,
+        );
+      }
       held.set(req.id, 0);
       sampled.delete(req.id);
     }
@@ -385,7 +402,8 @@ export class OnnxRunner implements ModelRunner {
       const req = this.#requests.get(c.id) as ReqState;
       const row: Row = { req, past: c.start, tokens: c.tokens, out: c.sample ? out++ : NO_OUTPUT };
       if (row.out >= 0) outIds[row.out] = c.id;
-      req.history?.addPrompt(c.tokens);
+      req.history?.addFill(c.tokens, c.start, req.promptLength);
+      if (c.sample) skipSampledDraws(req.rng, req.sampling, c.start + c.tokens.length - req.promptLength);
       (c.start === 0 ? fresh : continued).push(row);
     }
     const decodeRows: Row[] = [];
@@ -415,7 +433,17 @@ export class OnnxRunner implements ModelRunner {
     const { need, k } = samplingNeed(p, this.topK);
     const history = need === 'argmax' ? null : new TokenHistory(this.spec.vocabSize);
     const rng = requestRng(p.seed, this.#rng);
-    this.#requests.set(req.id, { id: req.id, sampling: p, need, k, rng, history, lastToken: -1 });
+    const promptLength = req.promptLength ?? Number.POSITIVE_INFINITY;
+    this.#requests.set(req.id, {
+      id: req.id,
+      sampling: p,
+      need,
+      k,
+      rng,
+      history,
+      promptLength,
+      lastToken: -1,
+    });
     this.kv.open(req.id);
   }
 

@@ -52,6 +52,21 @@ export class TokenHistory {
     }
   }
 
+  /**
+   * Adds a prefill chunk of a request's fill starting at position `start`:
+   * positions below `promptLength` are prompt, the rest were generated before
+   * a retraction and count as generated (see `NewRequest.promptLength`).
+   */
+  addFill(ids: ArrayLike<number>, start: number, promptLength: number): void {
+    const split = Math.max(0, Math.min(ids.length, promptLength - start));
+    for (let i = 0; i < split; i++) {
+      const id = ids[i]!;
+      this.check(id);
+      this.see(id);
+    }
+    for (let i = split; i < ids.length; i++) this.addGenerated(ids[i]!);
+  }
+
   /** Adds one generated token. */
   addGenerated(id: number): void {
     this.check(id);

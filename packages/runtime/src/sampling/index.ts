@@ -7,4 +7,5 @@ export {
   type SamplerOptions,
   type SamplingNeed,
   samplingNeed,
+  skipSampledDraws,
 } from './sampler.js';

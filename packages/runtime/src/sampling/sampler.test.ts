@@ -30,6 +30,7 @@ function reference(
   const ids = Array.from(l.keys());
   const order = ids.slice().sort((a, b) => l[b]! - l[a]! || a - b);
   if (p.temperature <= 0) return order[0]!;
+  const u = rng.next(); // one draw per sampled token whenever temperature > 0
   const m = l[order[0]!]!;
   const w = (id: number): number => Math.exp((l[id]! - m) * (1 / p.temperature));
   const topKActive = p.topK > 0 && p.topK < l.length;
@@ -55,7 +56,7 @@ function reference(
   if (!sorted) kept = kept.slice().sort((a, b) => a - b);
   if (kept.length === 1) return kept[0]!;
   const total = kept.reduce((s, id) => s + w(id), 0);
-  const target = rng.next() * total;
+  const target = u * total;
   let cum = 0;
   for (const id of kept) {
     cum += w(id);
@@ -235,22 +236,24 @@ describe('Sampler', () => {
     expect(kept(P({ topK: 4, topP: 0.6, minP: 0.1 }))).toEqual([0, 1]);
   });
 
-  it('treats temperature 0 as greedy, ignoring top-k/p/min-p, and draws nothing', () => {
+  it('treats temperature 0 as greedy (ignoring top-k/p/min-p, no draw) and draws exactly once per sampled token otherwise', () => {
     const s = new Sampler(4);
     const row = Float32Array.from([0.1, 3, 3, -2]);
     const rng = counting(createRng(1));
     expect(s.sampleFull(row, P({ temperature: 0, topK: 3, topP: 0.1, minP: 0.9 }), null, rng)).toBe(1);
     expect(rng.calls).toBe(0);
-    // Underflowed weights do not count as candidates.
+    // Underflowed weights do not count as candidates; the draw happens anyway (one per sampled token).
     expect(s.sampleFull(Float32Array.from([0, 900, 1, 2]), P({ topP: 0.99 }), null, rng)).toBe(1);
     expect(s.sampleFull(Float32Array.from([0, 900, 1, 2]), P({ topK: 3 }), null, rng)).toBe(1);
     expect(s.sampleFull(Float32Array.from([0, 900, 1, 2]), P({}), null, rng)).toBe(1);
-    expect(rng.calls).toBe(0);
-    // A single surviving token draws nothing either.
+    expect(rng.calls).toBe(3);
+    // A single surviving token still consumes its draw, so the stream depends only on the token count.
     expect(s.sampleFull(Float32Array.from([0, 5, 1, 2]), P({ topK: 1 }), null, rng)).toBe(1);
-    expect(rng.calls).toBe(0);
+    expect(rng.calls).toBe(4);
     expect(s.sampleFull(Float32Array.from([0, 5, 1, 2]), P({}), null, rng)).toBeGreaterThanOrEqual(0);
-    expect(rng.calls).toBe(1);
+    expect(rng.calls).toBe(5);
+    expect(s.sampleTopK(Float32Array.from([5, 1]), Int32Array.from([1, 3]), P({ topK: 1 }), rng)).toBe(1);
+    expect(rng.calls).toBe(6);
   });
 
   it('rejects a row longer than its vocabulary', () => {

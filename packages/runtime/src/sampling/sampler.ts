@@ -20,7 +20,10 @@
  *    i.e. the smallest prefix whose mass reaches p; at least one token;
  * 7. min-p (> 0): keep tokens with `w ≥ minP` (probability ≥ minP × the top
  *    probability; the top token always stays);
- * 8. sample: `u = rng.next()` (one draw, none when a single token has a nonzero weight),
+ * 8. sample: `u = rng.next()` — exactly one draw per sampled token whenever
+ *    temperature > 0, even when a single token survives, so a request's
+ *    random stream depends only on how many tokens it has sampled (a runner
+ *    resuming a retracted request skips that many draws) — then the
  *    inverse CDF over the kept weights, walking them in descending order
  *    (ties: lower id first) when top-k or top-p is active, else in ascending
  *    id order.
@@ -32,6 +35,17 @@ import type { Rng } from '@tsinfer/core';
 import { createRng, TsinferError } from '@tsinfer/core';
 import type { SamplingParams, TokenLogprobs } from '../contract.js';
 import type { TokenHistory } from './history.js';
+
+/**
+ * Brings a resumed request's random stream to where it stopped: the sampler
+ * draws exactly one number per token sampled with temperature > 0, so a
+ * request that had generated `generated` tokens before a retraction skips
+ * that many draws.
+ */
+export function skipSampledDraws(rng: Rng, p: SamplingParams, generated: number): void {
+  if (p.temperature <= 0) return;
+  for (let i = 0; i < generated; i++) rng.next();
+}
 
 /** How much of the logits row a request needs: the runner picks the graph output from it. */
 export type SamplingNeed = 'argmax' | 'topk' | 'full';
@@ -217,6 +231,7 @@ export class Sampler {
   private sampleRow(src: Float32Array, p: SamplingParams, rng: Rng): number {
     const n = src.length;
     if (p.temperature <= 0) return argmax(src);
+    const u = rng.next();
     let m = Number.NEGATIVE_INFINITY;
     for (let i = 0; i < n; i++) {
       const v = src[i]!;
@@ -247,7 +262,7 @@ export class Sampler {
         }
       }
       if (kept <= 1) return kept === 1 ? only : argmax(src);
-      const target = rng.next() * total;
+      const target = u * total;
       let cum = 0;
       let last = only;
       for (let i = 0; i < n; i++) {
@@ -317,11 +332,11 @@ export class Sampler {
       }
     }
     if (cnt === 0) return argmax(src); // only with NaN logits (a model bug)
-    return this.finishSorted(cnt, minP, rng);
+    return this.finishSorted(cnt, minP, u);
   }
 
-  /** min-p cut and draw over `cand[0..cnt)` / `weight[0..cnt)` (descending order). */
-  private finishSorted(count: number, minP: number, rng: Rng): number {
+  /** min-p cut and draw `u` over `cand[0..cnt)` / `weight[0..cnt)` (descending order). */
+  private finishSorted(count: number, minP: number, u: number): number {
     const cand = this.cand;
     const weight = this.weight;
     let cnt = count;
@@ -335,7 +350,7 @@ export class Sampler {
     let total = 0;
     for (let j = 0; j < cnt; j++) total += weight[j]!;
     if (!(total > 0)) return cand[0]!;
-    const target = rng.next() * total;
+    const target = u * total;
     let cum = 0;
     for (let j = 0; j < cnt; j++) {
       cum += weight[j]!;
@@ -379,6 +394,7 @@ export class Sampler {
     } else if (p.temperature <= 0) {
       tok = tids[0]!;
     } else {
+      const u = rng.next();
       const invT = 1 / p.temperature;
       const m = vals[0]!;
       const k0 = Math.floor(p.topK);
@@ -395,7 +411,7 @@ export class Sampler {
         total += w;
       }
       const cnt = p.topP < 1 ? cutTopP(weight, k, p.topP * total) : k;
-      tok = this.finishSorted(cnt, Math.max(p.minP, 0), rng);
+      tok = this.finishSorted(cnt, Math.max(p.minP, 0), u);
     }
     this.lastToken = tok;
     return tok;
