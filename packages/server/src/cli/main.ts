@@ -5,6 +5,7 @@
  */
 import { registerBench } from '@tsinfer/bench';
 import { TsinferError } from '@tsinfer/core';
+import { registerGateway } from '@tsinfer/gateway';
 import { Command } from 'commander';
 import { registerCalibrate } from './calibrate.js';
 import { registerMakeModel } from './make-model.js';
@@ -17,6 +18,7 @@ export function createProgram(): Command {
     .configureHelp({ sortSubcommands: true });
   registerBench(program);
   registerCalibrate(program);
+  registerGateway(program);
   registerMakeModel(program);
   registerServe(program);
   return program;
