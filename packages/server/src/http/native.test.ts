@@ -22,6 +22,28 @@ interface GenEvent {
 }
 
 describe('POST /generate', () => {
+  it('pins the rank from routed_dp_rank or the X-Routed-DP-Rank header, the body winning', async () => {
+    const gen = (headers: Record<string, string>, extra: object = {}) =>
+      h.server.app.inject({
+        method: 'POST',
+        url: '/generate',
+        headers,
+        payload: { text: 'pin me', sampling_params: { max_new_tokens: 1 }, ...extra },
+      });
+    for (const rank of [0, 1, 1, 0]) {
+      const res = await gen({ 'x-routed-dp-rank': String(rank) });
+      expect(res.statusCode).toBe(200);
+      expect(res.json().meta_info.dp_rank).toBe(rank);
+    }
+    expect((await gen({ 'x-routed-dp-rank': '0' }, { routed_dp_rank: 1 })).json().meta_info.dp_rank).toBe(1);
+    const bad = await gen({ 'x-routed-dp-rank': 'one' });
+    expect(bad.statusCode).toBe(400);
+    expect(bad.json().error).toMatchObject({ code: 'TSI_ERR_BAD_REQUEST', param: 'X-Routed-DP-Rank' });
+    const out = await gen({ 'x-routed-dp-rank': '7' });
+    expect(out.statusCode).toBe(400);
+    expect(out.json().error.code).toBe('TSI_ERR_INVALID_DP_RANK');
+  });
+
   it('generates from text with sampling_params (non-streaming)', async () => {
     const res = await inject('POST', '/generate', {
       text: 'The capital of France is',

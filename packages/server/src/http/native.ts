@@ -22,6 +22,7 @@ import {
   type PreparedPrompt,
   resolveMaxTokens,
   responseId,
+  routedDpRank,
   samplingParams,
   stopList,
   tokenizePrompt,
@@ -76,7 +77,7 @@ async function generate(state: HttpState, req: FastifyRequest, reply: FastifyRep
     stopList(sp.stop),
     sp.stop_token_ids,
     sp.ignore_eos,
-    body.routed_dp_rank,
+    routedDpRank(body.routed_dp_rank, req.headers),
     controller.signal,
   );
   const rid = body.rid ?? responseId('gen');

@@ -107,6 +107,29 @@ export function tokenizePrompt(state: HttpState, text: string): PreparedPrompt {
   return { tokenIds: state.engine.tokenize(text), text };
 }
 
+/**
+ * The rank a request pins: `routed_dp_rank` in the body, else the
+ * `X-Routed-DP-Rank` header (what routers in front of SGLang send). A header
+ * that is not a non-negative integer is a 400 naming it; the range is checked
+ * by the engine (TSI_ERR_INVALID_DP_RANK, with the valid range).
+ */
+export function routedDpRank(
+  fromBody: number | null | undefined,
+  headers: Readonly<Record<string, string | string[] | undefined>>,
+): number | undefined {
+  if (fromBody !== undefined && fromBody !== null) return fromBody;
+  const raw = headers['x-routed-dp-rank'];
+  if (raw === undefined) return undefined;
+  const text = Array.isArray(raw) ? raw[0] : raw;
+  if (text === undefined || !/^\d+$/.test(text.trim())) {
+    throw badRequest(
+      `header X-Routed-DP-Rank must be a non-negative integer, got "${String(raw)}"`,
+      'X-Routed-DP-Rank',
+    );
+  }
+  return Number(text.trim());
+}
+
 /** Builds the engine request of one choice. */
 export function engineRequest(
   prompt: PreparedPrompt,
