@@ -373,7 +373,12 @@ export class LocalEngine implements Engine {
           break;
       }
     });
-    w.on('error', (err) => this.#failRank(rank, `worker error: ${String((err as Error)?.message ?? err)}`));
+    w.on('error', (err) => {
+      // A worker's uncaught error keeps its `code` across the thread boundary: name it in the reason.
+      const code = (err as { code?: unknown })?.code;
+      const message = String((err as Error)?.message ?? err);
+      this.#failRank(rank, `worker error: ${typeof code === 'string' ? `${code}: ` : ''}${message}`);
+    });
     w.on('exit', (code) => this.#failRank(rank, `worker exited with code ${code}`));
   }
 
