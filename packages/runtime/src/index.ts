@@ -3,6 +3,7 @@ export * from './contract.js';
 export * from './execution/index.js';
 export * from './kv/index.js';
 export * from './model/index.js';
+export * from './native/index.js';
 export {
   type BuildModelOptions,
   type BuiltModel,

@@ -133,6 +133,7 @@ export function registerServe(program: Command): void {
     const info = started.server.http.state.engine.info;
     console.error(
       `tsinfer serving ${model} (${info.modelPath}, dp-size ${info.dpSize}, ${info.device}) on ${url}\n` +
+        `runner: ${info.runtimeBackend} (${info.runtimeBackendReason})\n` +
         `try: ${curlExample(url, model, started.config.server.apiKey)}`,
     );
     let stopping = false;

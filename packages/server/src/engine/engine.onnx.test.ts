@@ -8,7 +8,7 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { buildModel, DEFAULT_SAMPLING, OnnxRunner, Tokenizer } from '@tsinfer/runtime';
+import { buildModel, DEFAULT_SAMPLING, loadNativeBackend, OnnxRunner, Tokenizer } from '@tsinfer/runtime';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createEngine } from './engine.js';
 import { collect, request } from './test-helpers.js';
@@ -93,10 +93,43 @@ describe('createEngine on the tiny ONNX model (CPU)', () => {
         expect(g.text, prompts[i]).toBe(tok.decode(textIds, { skipSpecialTokens: true }));
       }
       expect(ranks.size).toBe(2);
+      expect(engine.info.runtimeBackend).toBe('js');
       const stats = await engine.rankStats();
       for (const s of stats) expect(s.runnerKvUsedTokens).toBe(0);
     } finally {
       await engine.shutdown();
     }
   }, 240_000);
+
+  const native = loadNativeBackend();
+  it.skipIf(!native.ok)(
+    `--runtime-backend native serves the same greedy tokens as js${native.ok ? '' : ` (skipped: ${native.reason})`}`,
+    async () => {
+      const prompts = ['Once upon a time', 'A', 'café, naïve, 日本語 — UTF-8 text', '1 2 3 4 5'];
+      const outputs = new Map<string, number[][]>();
+      for (const runtimeBackend of ['js', 'native'] as const) {
+        const engine = await createEngine({
+          modelPath: modelDir,
+          dpSize: 1,
+          runtimeBackend,
+          scheduler: { maxTotalTokens: 4096, maxRunningRequests: 8 },
+        });
+        try {
+          expect(engine.info.runtimeBackend).toBe(runtimeBackend);
+          const got = await Promise.all(
+            prompts.map((p) => collect(engine.generate(request({ text: p }, 16)))),
+          );
+          outputs.set(
+            runtimeBackend,
+            got.map((g) => g.tokens),
+          );
+          for (const s of await engine.rankStats()) expect(s.runnerKvUsedTokens).toBe(0);
+        } finally {
+          await engine.shutdown();
+        }
+      }
+      expect(outputs.get('native')).toEqual(outputs.get('js'));
+    },
+    240_000,
+  );
 });

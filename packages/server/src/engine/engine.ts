@@ -158,6 +158,8 @@ export class LocalEngine implements Engine {
       maxReqLen: ready.maxReqLen,
       loadBalanceMethod: this.#dispatcher.method,
       prefillDelayer: ready.delayer,
+      runtimeBackend: ready.backend.name,
+      runtimeBackendReason: ready.backend.reason,
       tokenizer: tokenizer.kind,
     });
     for (const r of ranks) this.#watch(r);
@@ -603,6 +605,7 @@ export async function createEngine(options: EngineOptions): Promise<LocalEngine>
               intraOpThreads: threads,
               memFractionStatic: config.memFractionStatic,
               maxRequests: perRankMrr,
+              runtimeBackend: config.runtimeBackend,
             },
       scheduler: sc,
       seed: config.seed,

@@ -8,7 +8,7 @@
  * Every invalid value is an `InvalidConfigError` naming the flag.
  */
 import { InvalidConfigError } from '@tsinfer/core';
-import { parseModelPath } from '@tsinfer/runtime';
+import { parseModelPath, parseRuntimeBackend, type RuntimeBackend } from '@tsinfer/runtime';
 import {
   type LoadBalanceConfig,
   parseSchedulerFlags,
@@ -33,6 +33,8 @@ export interface EngineOptions {
   servedModelName?: string | undefined;
   /** `--device`: cpu (default) or cuda; ignored by `sim:` models. */
   device?: EngineDevice | undefined;
+  /** `--runtime-backend`: js (default), native (the addon; fails when it cannot be used) or auto (native when built). */
+  runtimeBackend?: RuntimeBackend | undefined;
   /** `--dp-size` (same as `scheduler.dpSize`; give one or make them agree). */
   dpSize?: number | undefined;
   /** The scheduler's flags (`SCHEDULER_FLAGS`) and the delayer's (`scheduler.delayer`). */
@@ -65,6 +67,7 @@ export interface EngineConfig {
     | { readonly kind: 'dir'; readonly dir: string };
   readonly servedModelName: string | null;
   readonly device: EngineDevice;
+  readonly runtimeBackend: RuntimeBackend;
   readonly dpSize: number;
   readonly scheduler: Readonly<SchedulerConfig>;
   readonly loadBalance: Readonly<LoadBalanceConfig>;
@@ -120,6 +123,16 @@ export const ENGINE_FLAGS: readonly EngineFlagDef[] = Object.freeze([
     choices: ['cpu', 'cuda'],
     range: 'cpu or cuda',
     help: 'onnxruntime execution provider of every rank (ignored by sim: models).',
+  },
+  {
+    name: 'runtime-backend',
+    flag: '--runtime-backend',
+    key: 'runtimeBackend',
+    type: 'enum',
+    default: 'js',
+    choices: ['js', 'native', 'auto'],
+    range: 'js, native or auto',
+    help: "Which runner executes ONNX models: js (onnxruntime-node's JS API, host KV cache), native (the C++ addon with an IoBinding KV cache that stays on the device; fails with TSI_ERR_NATIVE_UNAVAILABLE when not built), or auto (native when the addon is built and the model is in the genai layout, else js). The rank logs which one it uses and why (/server_info).",
   },
   {
     name: 'max-queued-requests',
@@ -198,6 +211,7 @@ export function resolveEngineOptions(options: EngineOptions): EngineConfig {
   if (device !== 'cpu' && device !== 'cuda') {
     throw new InvalidConfigError('--device', `must be cpu or cuda; got ${JSON.stringify(device)}`);
   }
+  const runtimeBackend = parseRuntimeBackend(options.runtimeBackend ?? 'js');
   const sched = { ...(options.scheduler ?? {}) };
   if (options.dpSize !== undefined) {
     if (sched.dpSize !== undefined && sched.dpSize !== options.dpSize) {
@@ -255,6 +269,7 @@ export function resolveEngineOptions(options: EngineOptions): EngineConfig {
     model,
     servedModelName: served ?? null,
     device,
+    runtimeBackend,
     dpSize: scheduler.dpSize,
     scheduler,
     loadBalance,

@@ -7,7 +7,7 @@
  * pass. Nothing is sent per token.
  */
 import type { PrefillDelayerMetricsSnapshot, SharedAllGatherInit } from '@tsinfer/delayer';
-import type { ModelInfo, SamplingParams, TokenLogprobs } from '@tsinfer/runtime';
+import type { ModelInfo, RuntimeBackend, SamplingParams, TokenLogprobs } from '@tsinfer/runtime';
 import type { PassStats, SchedulerConfig, SharedWakeInit } from '@tsinfer/scheduler';
 
 export interface RankWorkerInit {
@@ -22,6 +22,7 @@ export interface RankWorkerInit {
         readonly intraOpThreads: number | null;
         readonly memFractionStatic: number | null;
         readonly maxRequests: number;
+        readonly runtimeBackend: RuntimeBackend;
       };
   readonly scheduler: SchedulerConfig;
   readonly seed: number;
@@ -91,6 +92,8 @@ export interface RankReady {
   readonly maxRunningRequests: number;
   readonly maxReqLen: number;
   readonly delayer: boolean;
+  /** Which runner executes the model (`sim` for sim: profiles) and why. */
+  readonly backend: { readonly name: 'native' | 'js' | 'sim'; readonly reason: string };
 }
 
 export interface RankStatsReply {

@@ -26,8 +26,10 @@ import { parentPort, workerData } from 'node:worker_threads';
 import { systemClock, TsinferError } from '@tsinfer/core';
 import { SharedMemoryAllGather } from '@tsinfer/delayer';
 import {
+  createRunner,
   loadSimProfile,
   type ModelRunner,
+  NativeRunner,
   OnnxRunner,
   SimRunner,
   type TokenLogprobs,
@@ -45,7 +47,7 @@ import {
   SharedWake,
   type WakeSignal,
 } from '@tsinfer/scheduler';
-import type { FinishItem, FromRank, PassMessage, RankWorkerInit, ToRank } from './protocol.js';
+import type { FinishItem, FromRank, PassMessage, RankReady, RankWorkerInit, ToRank } from './protocol.js';
 import { RequestText } from './request-text.js';
 import { loadEngineTokenizer } from './tokenizer.js';
 
@@ -77,7 +79,7 @@ let runner: ModelRunner | null = null;
 
 function runnerKv(): { used: number; held: number } {
   if (runner instanceof SimRunner) return { used: runner.kvUsedTokens, held: runner.heldRequests };
-  if (runner instanceof OnnxRunner) {
+  if (runner instanceof OnnxRunner || runner instanceof NativeRunner) {
     const s = runner.stats();
     return { used: s.kvUsedTokens, held: s.heldRequests };
   }
@@ -122,13 +124,15 @@ async function main(): Promise<void> {
   const rank = init.rank;
   const clock = systemClock;
   let maxBatch: number | undefined;
+  let backend: RankReady['backend'] = { name: 'sim', reason: 'sim: profile' };
   if (init.model.kind === 'sim') {
     const profile = await loadSimProfile(init.model.profilePath);
     runner = new SimRunner({ profile, seed: init.seed + rank });
     maxBatch = profile.model.maxBatch;
   } else {
     const m = init.model;
-    runner = await OnnxRunner.create({
+    const created = await createRunner({
+      backend: m.runtimeBackend,
       modelDir: m.dir,
       device: m.device,
       seed: init.seed + rank,
@@ -137,7 +141,13 @@ async function main(): Promise<void> {
       ...(m.memFractionStatic !== null ? { memFractionStatic: m.memFractionStatic } : {}),
       ...(init.scheduler.maxTotalTokens !== null ? { maxTotalTokens: init.scheduler.maxTotalTokens } : {}),
     });
-    maxBatch = m.maxRequests;
+    runner = created.runner;
+    backend = { name: created.backend, reason: created.reason };
+    // The native cache holds one request per slot: never run more than that.
+    maxBatch =
+      created.runner instanceof NativeRunner
+        ? Math.min(m.maxRequests, created.runner.kv.maxSlots)
+        : m.maxRequests;
   }
   const tokenizer = await loadEngineTokenizer(init.model, runner.info);
   const board = LoadSnapshotBoard.attach(init.board, init.dpSize);
@@ -318,6 +328,7 @@ async function main(): Promise<void> {
     maxRunningRequests: s.maxRunningRequests,
     maxReqLen: s.maxReqLen,
     delayer: s.delayer !== null,
+    backend,
   });
   postStats(0);
   let lastStatsPush = clock.nowMs();

@@ -83,6 +83,9 @@ export interface EngineInfo {
   readonly loadBalanceMethod: string;
   /** Whether the ranks run the prefill delayer. */
   readonly prefillDelayer: boolean;
+  /** Which runner executes the model (`--runtime-backend` resolved; `sim` for sim: profiles) and why. */
+  readonly runtimeBackend: 'native' | 'js' | 'sim';
+  readonly runtimeBackendReason: string;
   /** `hf`: the model's tokenizer.json; `bytes`: the byte tokenizer of sim models (docs/engine.md). */
   readonly tokenizer: 'hf' | 'bytes';
 }

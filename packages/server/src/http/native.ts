@@ -226,6 +226,8 @@ export function registerNativeRoutes(app: FastifyInstance, state: HttpState): vo
       max_queued_requests: state.engine.config.maxQueuedRequests,
       load_balance_method: state.engine.info.loadBalanceMethod,
       prefill_delayer: state.engine.info.prefillDelayer,
+      runtime_backend: state.engine.info.runtimeBackend,
+      runtime_backend_reason: state.engine.info.runtimeBackendReason,
       kv_capacity_tokens: state.engine.info.kvCapacityTokens,
       max_running_requests: state.engine.info.maxRunningRequests,
       engine_queued_requests: state.engine.requestCounts().queued,
