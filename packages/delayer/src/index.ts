@@ -1,6 +1,7 @@
 export * from './collective/all-gather.js';
 export { LocalAllGather, type LocalAllGatherOptions } from './collective/local.js';
 export {
+  abandonSharedAllGather,
   createSharedAllGatherInit,
   MAX_SHARED_WORLD_SIZE,
   type SharedAllGatherInit,

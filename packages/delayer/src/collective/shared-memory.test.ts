@@ -8,7 +8,7 @@ import {
 import { describe, expect, it } from 'vitest';
 import type { RankJob, RankReport } from '../../test/fixtures/all-gather-rank.worker.js';
 import { expectedValue, hashRows } from '../../test/fixtures/all-gather-rows.js';
-import { createSharedAllGatherInit, SharedMemoryAllGather } from './shared-memory.js';
+import { abandonSharedAllGather, createSharedAllGatherInit, SharedMemoryAllGather } from './shared-memory.js';
 
 /**
  * Runs one worker thread per job; once every rank has attached and said
@@ -260,6 +260,18 @@ describe('SharedMemoryAllGather on one thread', () => {
     expect(performance.now() - started).toBeLessThan(1000); // no wait for the 10 s timeout
     r0.close();
     expect(codeOf(() => r0.gather([1]))).toBe('TSI_ERR_COLLECTIVE_CLOSED');
+  });
+
+  it('abandonSharedAllGather: a supervisor closes the group for a dead rank; survivors fail at once', () => {
+    const init = createSharedAllGatherInit(2, 1, { timeoutMs: 30_000 });
+    const r0 = new SharedMemoryAllGather(init, 0);
+    expect(() => abandonSharedAllGather(init, 2)).toThrow(RangeError);
+    abandonSharedAllGather(init, 1); // rank 1's thread died without closing
+    abandonSharedAllGather(init, 1);
+    const started = performance.now();
+    expect(() => r0.gather([1])).toThrow(/rank 1 closed the group/);
+    expect(codeOf(() => r0.gather([1]))).toBe('TSI_ERR_COLLECTIVE_CLOSED');
+    expect(performance.now() - started).toBeLessThan(1000); // not the 30 s timeout
   });
 
   it('times out on the main thread (Atomics.wait is allowed there), names round, rank and arrivals, then poisons the group', () => {

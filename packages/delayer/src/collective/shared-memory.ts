@@ -346,16 +346,32 @@ export class SharedMemoryAllGather implements AllGather {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
-    const control = this.#control;
-    for (;;) {
-      const state = Atomics.load(control, STATE);
-      if ((state & REASON_MASK) !== REASON_NONE) return;
-      const generation = (state >>> GEN_SHIFT) & GEN_MASK;
-      const poisoned = encodeState(generation, REASON_CLOSED, this.rank);
-      if (Atomics.compareExchange(control, STATE, state, poisoned) === state) {
-        Atomics.notify(control, STATE);
-        return;
-      }
+    poisonClosed(this.#control, this.rank);
+  }
+}
+
+/** Poisons the group as closed by `rank` unless it is poisoned already, and wakes every waiter. */
+function poisonClosed(control: Int32Array, rank: number): void {
+  for (;;) {
+    const state = Atomics.load(control, STATE);
+    if ((state & REASON_MASK) !== REASON_NONE) return;
+    const generation = (state >>> GEN_SHIFT) & GEN_MASK;
+    const poisoned = encodeState(generation, REASON_CLOSED, rank);
+    if (Atomics.compareExchange(control, STATE, state, poisoned) === state) {
+      Atomics.notify(control, STATE);
+      return;
     }
   }
+}
+
+/**
+ * Closes the group on behalf of `rank` from outside it: what a supervisor
+ * (the thread that started the ranks) calls when `rank`'s thread died, so the
+ * surviving ranks fail at once with `CollectiveClosedError` instead of
+ * waiting out the timeout. Idempotent; a round that already completed stays
+ * completed.
+ */
+export function abandonSharedAllGather(init: SharedAllGatherInit, rank: number): void {
+  checkPositiveInt('rank + 1', rank + 1, init.worldSize);
+  poisonClosed(new Int32Array(init.buffer, 0, layout(init.worldSize, init.rowWidth).controlWords), rank);
 }

@@ -24,9 +24,11 @@ import { availableParallelism } from 'node:os';
 import type { Worker } from 'node:worker_threads';
 import { ERROR_CODES, startWorker, systemClock, TsinferError, type TsinferErrorCode } from '@tsinfer/core';
 import {
+  abandonSharedAllGather,
   createSharedAllGatherInit,
   DELAYER_ROW_WIDTH,
   type PrefillDelayerMetricsSnapshot,
+  type SharedAllGatherInit,
 } from '@tsinfer/delayer';
 import { loadSimProfile, type TokenLogprobs } from '@tsinfer/runtime';
 import {
@@ -113,6 +115,8 @@ export class LocalEngine implements Engine {
   readonly version = ENGINE_VERSION;
   readonly config: EngineConfig;
   readonly #ranks: Rank[];
+  /** The shared-memory all-gather groups of DP attention (closed for a rank that dies). */
+  readonly #groups: readonly SharedAllGatherInit[];
   readonly #board: LoadSnapshotBoard;
   readonly #records: LoadSnapshot[];
   readonly #dispatcher: DpDispatcher;
@@ -133,7 +137,9 @@ export class LocalEngine implements Engine {
     board: LoadSnapshotBoard,
     tokenizer: EngineTokenizer,
     ready: RankReady,
+    groups: readonly SharedAllGatherInit[] = [],
   ) {
+    this.#groups = groups;
     this.config = config;
     this.#ranks = ranks;
     this.#board = board;
@@ -402,7 +408,11 @@ export class LocalEngine implements Engine {
       ? { code: 'TSI_ERR_SHUTTING_DOWN', message: 'the engine stopped its ranks' }
       : { code: 'TSI_ERR_RANK_FAILED', message: `DP rank ${rank.index} failed: ${reason}` };
     for (const p of [...rank.pending.values()]) this.#failPending(p, error);
-    if (!rank.stopping) void rank.worker.terminate();
+    if (!rank.stopping) {
+      // Lockstep peers cannot pass a round without this rank: close its groups so they fail now, not at the timeout.
+      for (const g of this.#groups) abandonSharedAllGather(g, rank.index);
+      void rank.worker.terminate();
+    }
   }
 
   #failPending(p: Pending, error: { code: string; message: string }): void {
@@ -669,5 +679,6 @@ export async function createEngine(options: EngineOptions): Promise<LocalEngine>
     await Promise.all(ranks.map((r) => r.worker.terminate()));
     throw err;
   });
-  return new LocalEngine(config, ranks, board, tokenizer, first);
+  const groups = [lockInit, delayInit].filter((g): g is SharedAllGatherInit => g !== null);
+  return new LocalEngine(config, ranks, board, tokenizer, first, groups);
 }
