@@ -36,10 +36,11 @@ import {
   skipSampledDraws,
   TokenHistory,
 } from '../sampling/index.js';
-import { InvalidBatchError, KvCapacityError } from '../sim/errors.js';
+import { InvalidBatchError } from '../sim/errors.js';
 import type { RunnerStats } from '../worker/protocol.js';
 import { Int64Buffer, KvFeed, setI64 } from './buffers.js';
 import { checkCudaProvider, type Device, DeviceUnavailableError } from './device.js';
+import { validateForwardBatch } from './validate-batch.js';
 
 export interface OnnxRunnerOptions {
   /** Model directory (genai_config.json or config.json + model.onnx). */
@@ -293,87 +294,16 @@ export class OnnxRunner implements ModelRunner {
 
   /** Checks the whole batch against the current state before anything changes. */
   #validate(batch: ForwardBatch): number {
-    const held = new Map<number, number>();
-    for (const id of this.#requests.keys()) held.set(id, this.kv.length(id));
-    let kv = this.kv.usedTokens;
-    for (const id of batch.free) {
-      const len = held.get(id);
-      if (len === undefined) throw new InvalidBatchError(`free: request ${id} is not held`);
-      kv -= len;
-      held.delete(id);
-    }
-    const sampled = new Set<number>();
-    for (const [id, r] of this.#requests) if (r.lastToken >= 0) sampled.add(id);
-    for (const req of batch.add) {
-      if (!Number.isSafeInteger(req.id) || req.id < 0) {
-        throw new InvalidBatchError(`add: request id must be a non-negative integer, got ${req.id}`);
-      }
-      if (held.has(req.id)) throw new InvalidBatchError(`add: request ${req.id} is already held`);
-      if (
-        req.promptLength !== undefined &&
-        !(Number.isSafeInteger(req.promptLength) && req.promptLength >= 1)
-      ) {
-        throw new InvalidBatchError(
-          `add: request ${req.id} promptLength must be an integer >= 1, got ${req.promptLength}`,
-        );
-      }
-      held.set(req.id, 0);
-      sampled.delete(req.id);
-    }
-    const { contextLength, vocabSize } = this.info;
-    const rows = new Set<number>();
-    for (const chunk of batch.prefill) {
-      const len = held.get(chunk.id);
-      if (len === undefined) throw new InvalidBatchError(`prefill: request ${chunk.id} is not held`);
-      if (rows.has(chunk.id))
-        throw new InvalidBatchError(`prefill: request ${chunk.id} appears twice in one pass`);
-      rows.add(chunk.id);
-      if (chunk.start !== len) {
-        throw new InvalidBatchError(
-          `prefill: request ${chunk.id} chunk starts at ${chunk.start} but its cache holds ${len} tokens`,
-        );
-      }
-      const n = chunk.tokens.length;
-      if (n === 0) throw new InvalidBatchError(`prefill: request ${chunk.id} chunk is empty`);
-      if (len + n > contextLength) {
-        throw new InvalidBatchError(
-          `prefill: request ${chunk.id} would reach ${len + n} tokens, context length is ${contextLength}`,
-        );
-      }
-      for (let i = 0; i < n; i++) {
-        const t = chunk.tokens[i] as number;
-        if (!(t >= 0 && t < vocabSize)) {
-          throw new InvalidBatchError(
-            `prefill: request ${chunk.id} token ${t} at ${len + i} is outside [0, ${vocabSize})`,
-          );
-        }
-      }
-      held.set(chunk.id, len + n);
-      if (chunk.sample) sampled.add(chunk.id);
-      kv += n;
-    }
-    for (const id of batch.decode) {
-      const len = held.get(id);
-      if (len === undefined) throw new InvalidBatchError(`decode: request ${id} is not held`);
-      if (rows.has(id)) throw new InvalidBatchError(`decode: request ${id} appears twice in one pass`);
-      rows.add(id);
-      if (!sampled.has(id)) throw new InvalidBatchError(`decode: request ${id} has no sampled token yet`);
-      if (len + 1 > contextLength) {
-        throw new InvalidBatchError(
-          `decode: request ${id} would reach ${len + 1} tokens, context length is ${contextLength}`,
-        );
-      }
-      held.set(id, len + 1);
-      kv += 1;
-    }
-    if (kv > this.kv.capacityTokens) throw new KvCapacityError(kv, this.kv.capacityTokens);
-    const maxRequests = this.#opts.maxRequests ?? 256;
-    if (held.size > maxRequests) {
-      throw new InvalidBatchError(
-        `pass would hold ${held.size} requests, the runner's maxRequests is ${maxRequests}`,
-      );
-    }
-    return kv;
+    return validateForwardBatch(batch, {
+      requests: this.#requests,
+      kvLength: (id) => this.kv.length(id),
+      usedTokens: this.kv.usedTokens,
+      capacityTokens: this.kv.capacityTokens,
+      contextLength: this.info.contextLength,
+      vocabSize: this.info.vocabSize,
+      maxRequests: this.#opts.maxRequests ?? 256,
+      maxRequestsName: 'maxRequests',
+    });
   }
 
   async #forward(batch: ForwardBatch): Promise<ForwardOutput> {
