@@ -3,7 +3,6 @@ export * from './contract.js';
 export * from './execution/index.js';
 export * from './kv/index.js';
 export * from './model/index.js';
-export * from './native/index.js';
 export {
   type BuildModelOptions,
   type BuiltModel,
@@ -14,6 +13,7 @@ export {
   type PresetName,
   parameterCount,
 } from './model-builder/index.js';
+export * from './native/index.js';
 export * from './sampling/index.js';
 export * from './sim/index.js';
 export * from './tokenizer/index.js';

@@ -433,7 +433,10 @@ describe.skipIf(!available)(`NativeRunner vs OnnxRunner (tiny genai, CPU fp32)${
       await nat.forward({ free: [], add: [add(0), add(1)], prefill: [pre(0), pre(1)], decode: [] });
       await expect(
         nat.forward({ free: [], add: [add(2)], prefill: [pre(2)], decode: [0] }),
-      ).rejects.toMatchObject({ code: 'TSI_ERR_INVALID_BATCH', message: expect.stringMatching(/native cache slots \(maxSlots\) is 2/) });
+      ).rejects.toMatchObject({
+        code: 'TSI_ERR_INVALID_BATCH',
+        message: expect.stringMatching(/native cache slots \(maxSlots\) is 2/),
+      });
       await expect(
         nat.forward({
           free: [],
