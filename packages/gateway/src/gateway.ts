@@ -476,6 +476,36 @@ export async function createGateway(options: GatewayOptions = {}): Promise<Gatew
     return reply.send({ object: 'list', data: [...byId.values()] });
   });
 
+  // Model facts (GET /model_info): every worker serves the same model, so the first healthy worker
+  // that answers speaks for all. Clients such as `tsinfer bench` read it to pick the tokenizer that
+  // counts tokens the way the server does.
+  for (const route of ['/model_info']) {
+    app.get(route, async (_req, reply) => {
+      const h: Record<string, string> = {};
+      if (config.workerApiKey !== null) h['authorization'] = `Bearer ${config.workerApiKey}`;
+      for (const w of router.workers().filter((x) => x.healthy)) {
+        try {
+          const r = await request(`${w.url}${route}`, {
+            headers: h,
+            dispatcher,
+            signal: AbortSignal.timeout(config.health.timeoutMs),
+          });
+          if (r.statusCode !== 200) {
+            await r.body.dump();
+            continue;
+          }
+          return reply.send(await r.body.json());
+        } catch {
+          // next worker
+        }
+      }
+      return sendError(
+        reply,
+        new GatewayError('TSI_ERR_NO_HEALTHY_WORKER', `no healthy worker answered GET ${route}`),
+      );
+    });
+  }
+
   const workerJson = (w: Worker): Record<string, unknown> => {
     const now = clock.nowMs();
     const polled = w.polled(now, config.load.staleAfterMs);

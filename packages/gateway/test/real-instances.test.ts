@@ -54,6 +54,16 @@ function processed(g: GatewayApp): Record<string, number> {
 }
 
 describe('policies over three tsinfer serve instances', () => {
+  it("GET /model_info answers with a worker's model facts (what bench reads to count tokens like the server)", async () => {
+    const { url } = await gateway({ workerUrls: [A.url, B.url, C.url], policy: 'round_robin' });
+    const [viaGateway, direct] = await Promise.all([
+      fetch(`${url}/model_info`).then(async (r) => ({ status: r.status, body: await r.json() })),
+      fetch(`${A.url}/model_info`).then((r) => r.json()),
+    ]);
+    expect(viaGateway.status).toBe(200);
+    expect(viaGateway.body).toEqual(direct);
+  }, 60_000);
+
   it('round_robin: 30 requests, exactly 10 per instance', async () => {
     const { g, url } = await gateway({ workerUrls: [A.url, B.url, C.url], policy: 'round_robin' });
     for (let i = 0; i < 30; i++)
