@@ -8,6 +8,7 @@ import { BACKENDS, type Backend } from './backends.js';
 import { DATASET_NAMES, type DatasetName } from './datasets.js';
 import { writeReport } from './report.js';
 import { type BenchOptions, DEFAULT_BENCH_OPTIONS, runBench } from './run.js';
+import { registerSim } from './sim/cli.js';
 
 /** Raw commander values (strings, booleans, string arrays). */
 export interface BenchFlags {
@@ -133,8 +134,9 @@ export function parseBenchFlags(f: BenchFlags): BenchOptions {
   };
 }
 
-/** Adds `bench` and `bench report` to a commander program. */
+/** Adds `bench` and `bench report` (and `sim`, the bench against a simulated server) to a commander program. */
 export function registerBench(program: Command): Command {
+  registerSim(program);
   const d = DEFAULT_BENCH_OPTIONS;
   const bench = program
     .command('bench')

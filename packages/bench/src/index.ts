@@ -57,5 +57,21 @@ export {
   runBench,
   Semaphore,
 } from './run.js';
+export {
+  DEFAULT_SIM_OPTIONS,
+  formatSimStats,
+  gammaUnit,
+  nextSimArrivalDelayMs,
+  parseSimFlags,
+  registerSim,
+  runSim,
+  SIM_BACKEND,
+  type SimDeps,
+  type SimFlags,
+  type SimOptions,
+  type SimRunResult,
+  type SimSchedulerOptions,
+  type SimStats,
+} from './sim/index.js';
 export { mean, median, percentile, type Summary, std, summarize } from './stats.js';
 export { type BenchTokenizer, ByteTokenizer, builtinTokenizer, resolveTokenizer } from './tokenizer.js';
