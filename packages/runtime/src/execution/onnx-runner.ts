@@ -36,10 +36,10 @@ import {
   skipSampledDraws,
   TokenHistory,
 } from '../sampling/index.js';
-import { InvalidBatchError } from '../sim/errors.js';
 import type { RunnerStats } from '../worker/protocol.js';
 import { Int64Buffer, KvFeed, setI64 } from './buffers.js';
 import { checkCudaProvider, type Device, DeviceUnavailableError } from './device.js';
+import { ForwardGate } from './forward-gate.js';
 import { validateForwardBatch } from './validate-batch.js';
 
 export interface OnnxRunnerOptions {
@@ -139,9 +139,7 @@ export class OnnxRunner implements ModelRunner {
   readonly #chunkFeed: KvFeed;
   /** What the decode feed holds: its rows (by request object) and past width; null when stale. */
   #decodeCache: { reqs: ReqState[]; P: number } | null = null;
-  #closed = false;
-  #inFlight = false;
-  #running: Promise<void> = Promise.resolve();
+  readonly #gate = new ForwardGate();
 
   private constructor(
     session: ort.InferenceSession,
@@ -264,27 +262,13 @@ export class OnnxRunner implements ModelRunner {
     return this.#requests.size;
   }
 
-  async forward(batch: ForwardBatch): Promise<ForwardOutput> {
-    if (this.#closed) throw new InvalidBatchError('forward after close');
-    if (this.#inFlight) throw new InvalidBatchError('forward called while another forward is in flight');
-    this.#inFlight = true;
-    const run = this.#forward(batch);
-    this.#running = run.then(
-      () => undefined,
-      () => undefined,
-    );
-    try {
-      return await run;
-    } finally {
-      this.#inFlight = false;
-    }
+  forward(batch: ForwardBatch): Promise<ForwardOutput> {
+    return this.#gate.run(() => this.#forward(batch));
   }
 
   /** Releases the session and the cache, after an in-flight forward (if any) has finished. */
   async close(): Promise<void> {
-    if (this.#closed) return;
-    this.#closed = true;
-    await this.#running;
+    if (!(await this.#gate.close())) return;
     for (const id of [...this.#requests.keys()]) this.kv.free(id);
     this.#requests.clear();
     this.#decodeFeed.release();

@@ -31,6 +31,7 @@ import type {
 } from '../contract.js';
 import type { Device } from '../execution/device.js';
 import { checkCudaProvider, DeviceUnavailableError } from '../execution/device.js';
+import { ForwardGate } from '../execution/forward-gate.js';
 import type { OnnxRunnerOptions, RunnerStepStats } from '../execution/onnx-runner.js';
 import { validateForwardBatch } from '../execution/validate-batch.js';
 import { kvBytesPerToken, kvCapacityTokens } from '../kv/store.js';
@@ -46,7 +47,6 @@ import {
   skipSampledDraws,
   TokenHistory,
 } from '../sampling/index.js';
-import { InvalidBatchError } from '../sim/errors.js';
 import type { RunnerStats } from '../worker/protocol.js';
 import { stripNewKvOutputs } from './graph.js';
 import {
@@ -107,9 +107,7 @@ export class NativeRunner implements ModelRunner {
   readonly #rng: Rng;
   readonly #sampler: Sampler;
   readonly #hasPositions: boolean;
-  #closed = false;
-  #inFlight = false;
-  #running: Promise<void> = Promise.resolve();
+  readonly #gate = new ForwardGate();
 
   private constructor(
     engine: NativeEngine,
@@ -262,27 +260,13 @@ export class NativeRunner implements ModelRunner {
     return this.#requests.size;
   }
 
-  async forward(batch: ForwardBatch): Promise<ForwardOutput> {
-    if (this.#closed) throw new InvalidBatchError('forward after close');
-    if (this.#inFlight) throw new InvalidBatchError('forward called while another forward is in flight');
-    this.#inFlight = true;
-    const run = this.#forward(batch);
-    this.#running = run.then(
-      () => undefined,
-      () => undefined,
-    );
-    try {
-      return await run;
-    } finally {
-      this.#inFlight = false;
-    }
+  forward(batch: ForwardBatch): Promise<ForwardOutput> {
+    return this.#gate.run(() => this.#forward(batch));
   }
 
   /** Releases the session and the cache, after an in-flight forward (if any) has finished. */
   async close(): Promise<void> {
-    if (this.#closed) return;
-    this.#closed = true;
-    await this.#running;
+    if (!(await this.#gate.close())) return;
     for (const id of [...this.#requests.keys()]) this.kv.free(id);
     this.#requests.clear();
     this.#engine.release();
