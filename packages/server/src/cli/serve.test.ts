@@ -78,12 +78,15 @@ describe('tsinfer serve (a real process)', () => {
     const url = await s.url;
     expect(s.stderr()).toContain('try: curl ');
     expect(existsSync(join(cache, 'tiny-0', 'model.onnx'))).toBe(true);
-    const models = (await (await fetch(`${url}/v1/models`)).json()) as { data: Array<{ root: string }> };
+    const models = (await (await fetch(`${url}/v1/models`)).json()) as {
+      data: Array<{ id: string; root: string }>;
+    };
     expect(models.data[0]!.root).toBe(join(cache, 'tiny-0'));
+    expect(models.data[0]!.id).toBe('tiny'); // the README's curl example names it
     const res = await fetch(`${url}/v1/completions`, {
       method: 'POST',
       headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ prompt: 'Once upon a time', max_tokens: 8, temperature: 0 }),
+      body: JSON.stringify({ model: 'tiny', prompt: 'Once upon a time', max_tokens: 8, temperature: 0 }),
     });
     expect(res.status).toBe(200);
     s.child.kill('SIGTERM');

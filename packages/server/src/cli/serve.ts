@@ -73,6 +73,8 @@ export async function startServe(
       engineOptions.seed ?? 0,
       log,
     );
+    // The built-in model is served as `tiny` (the name the README's curl example uses).
+    engineOptions.servedModelName ??= 'tiny';
   }
   const engine = await createEngine(engineOptions);
   const s = config.server;
