@@ -240,3 +240,19 @@ export class CollectiveClosedError extends TsinferError {
     this.name = 'CollectiveClosedError';
   }
 }
+
+/** The error body every tsinfer HTTP endpoint answers with: OpenAI's shape, `code` a `TSI_ERR_*` code. */
+export interface OpenAIErrorBody {
+  error: { message: string; type: string; param: string | null; code: string };
+}
+
+/** OpenAI's error `type` for an HTTP status. */
+export function openAIErrorType(status: number): string {
+  if (status === 401) return 'authentication_error';
+  if (status === 403) return 'permission_error';
+  if (status === 404) return 'not_found_error';
+  if (status === 429) return 'rate_limit_error';
+  if (status === 503) return 'service_unavailable_error';
+  if (status >= 500) return 'server_error';
+  return 'invalid_request_error';
+}

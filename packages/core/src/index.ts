@@ -4,6 +4,8 @@ export {
   CollectiveTimeoutError,
   ERROR_CODES,
   InvalidConfigError,
+  type OpenAIErrorBody,
+  openAIErrorType,
   TsinferError,
   type TsinferErrorCode,
 } from './errors.js';

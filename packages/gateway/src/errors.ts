@@ -3,21 +3,7 @@
  * server's do: `{"error": {"message", "type", "param", "code"}}` where
  * `code` is a stable `TSI_ERR_*` code.
  */
-import { TsinferError, type TsinferErrorCode } from '@tsinfer/core';
-
-export interface OpenAIErrorBody {
-  error: { message: string; type: string; param: string | null; code: string };
-}
-
-export function openAIErrorType(status: number): string {
-  if (status === 401) return 'authentication_error';
-  if (status === 403) return 'permission_error';
-  if (status === 404) return 'not_found_error';
-  if (status === 429) return 'rate_limit_error';
-  if (status === 503) return 'service_unavailable_error';
-  if (status >= 500) return 'server_error';
-  return 'invalid_request_error';
-}
+import { type OpenAIErrorBody, openAIErrorType, TsinferError, type TsinferErrorCode } from '@tsinfer/core';
 
 export class GatewayError extends TsinferError {
   readonly param: string | null;

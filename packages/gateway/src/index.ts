@@ -32,7 +32,7 @@ export {
   type RetryConfig,
   resolveConfig,
 } from './config.js';
-export { GatewayError, type OpenAIErrorBody, toErrorResponse } from './errors.js';
+export { GatewayError, toErrorResponse } from './errors.js';
 export {
   estimateRequestTokens,
   loadTokenCounter,

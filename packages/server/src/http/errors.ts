@@ -8,7 +8,13 @@
  * known. fastify's own errors (schema validation, bad JSON, body too large)
  * are mapped here too, so no response ever has another shape.
  */
-import { ERROR_CODES, TsinferError, type TsinferErrorCode } from '@tsinfer/core';
+import {
+  ERROR_CODES,
+  type OpenAIErrorBody,
+  openAIErrorType,
+  TsinferError,
+  type TsinferErrorCode,
+} from '@tsinfer/core';
 
 /** A TsinferError that names the request field it is about (OpenAI's `param`). */
 export class HttpError extends TsinferError {
@@ -27,20 +33,6 @@ export class HttpError extends TsinferError {
 
 export function badRequest(message: string, param: string | null = null): HttpError {
   return new HttpError('TSI_ERR_BAD_REQUEST', message, param);
-}
-
-export interface OpenAIErrorBody {
-  error: { message: string; type: string; param: string | null; code: string };
-}
-
-export function openAIErrorType(status: number): string {
-  if (status === 401) return 'authentication_error';
-  if (status === 403) return 'permission_error';
-  if (status === 404) return 'not_found_error';
-  if (status === 429) return 'rate_limit_error';
-  if (status === 503) return 'service_unavailable_error';
-  if (status >= 500) return 'server_error';
-  return 'invalid_request_error';
 }
 
 interface FastifyLikeError {
