@@ -16,18 +16,10 @@
  * Writes results/e1-delayer.jsonl, results/e1-delayer.html (+ .svg), the bench
  * report results/e1-report/index.html, and the e1 section of docs/benchmarks.md.
  */
+
+import { describeMachine, loadAverage, writeBenchSection } from '@tsinfer/core/bench-doc';
 import { DEFAULT_SIM_OPTIONS, runSim, type SimRunResult } from '../src/sim/index.js';
-import {
-  benchReport,
-  freshFile,
-  fx,
-  machine,
-  mdTable,
-  type NamedChart,
-  rel,
-  writeCharts,
-  writeDocsSection,
-} from './lib.js';
+import { benchReport, freshFile, fx, mdTable, type NamedChart, rel, writeCharts } from './lib.js';
 
 const CONCURRENCY = [16, 32, 64, 128];
 const RATIOS = [1.0, 0.8];
@@ -256,7 +248,7 @@ const doc = `
 
 **Command:** \`npx tsx --conditions=@tsinfer/source packages/bench/experiments/e1-delayer.ts\`
 (each run is \`tsinfer sim --model-path sim:<profile> --dp-size 8 --enable-dp-attention --dataset-name random --random-input-len <1024, or 1000 on tiny-cpu> --random-output-len 1024 --random-range-ratio <1.0|0.8> --max-concurrency <16|32|64|128> --num-prompts <max(512, 8c)> --seed 1 [--enable-prefill-delayer [--prefill-delayer-queue-min-ratio <0.5|0.25>]]\`).
-**Machine:** ${machine()}; ${rows.length} runs, ${fx(virtualS, 0)} s of virtual time in ${fx(wallS, 1)} s of wall time.
+**Machine:** ${describeMachine(loadAverage())}; ${rows.length} runs, ${fx(virtualS, 0)} s of virtual time in ${fx(wallS, 1)} s of wall time.
 **Raw:** \`${rel(jsonl)}\`; **charts:** \`${rel(chartFiles[0]!)}\` (+ \`.svg\`), bench report \`${rel(report)}\`.
 
 What this is: the real Scheduler, PrefillDelayer (SGLang PR #23189 queue trigger; \`--prefill-delayer-max-delay-ms\` unset = 5000; \`--prefill-delayer-max-delay-passes\` 30) and DP-attention lockstep on 8 SimRunners in virtual time, driven by the bench's random dataset (token ids) and concurrency gate (request rate inf), dispatched by the real DP controller (minimum_tokens over the load-snapshot board); a request dispatched while its rank's pass is in flight reaches the rank when that pass ends, as in the real engine (this delivery point was introduced during E2, see there; these E1 numbers are with it). Four delayer settings: off; on without the queue trigger; on with \`--prefill-delayer-queue-min-ratio\` 0.5 and 0.25 (the PR's typical range is 0.1–0.5).
@@ -287,5 +279,5 @@ Why, from the runs (not tuned to the target; the code is unchanged by these resu
 - The throughput target is missed because the merging is partial and the delay costs running slots: with the delayer on, the lockstep group still runs ${fx((get('medium-h100', 'queue 0.5', 0.8, 128).sim.groupPrefillPasses ?? 0) / Math.max(1, get('medium-h100', 'queue 0.5', 1.0, 128).sim.groupPrefillPasses ?? 1), 1)}× (medium-h100) and ${fx((get('tiny-cpu', 'queue 0.5', 0.8, 128).sim.groupPrefillPasses ?? 0) / Math.max(1, get('tiny-cpu', 'queue 0.5', 1.0, 128).sim.groupPrefillPasses ?? 1), 1)}× (tiny-cpu) as many prefill passes at ratio 0.8 as at ratio 1.0 (c=128), each stopping every rank's decode for the longest rank's prefill, and while a freed slot waits (up to 30 passes) for its refill the batch runs short. At ratio 1.0 the requests of a wave start and finish together, so every rank refills in the same pass and nothing waits. Prefill cost is per request and per token in both profiles, so merging saves only the cross-rank stalls.
 - The decode-gap target is met only in ${gapMet.length > 0 ? gapMet.join(', ') : 'no setting'}; elsewhere it is missed because at ratio 1.0 prefill passes are so rare (once per ~1000 decode passes) that fewer than 1 % of gaps contain one, so its p99 is a plain decode pass; at ratio 0.8 even the merged, rarer prefills hit more than 1 % of gaps, and each merged pass prefills several prompts, so the p99 gap is one batched prefill pass long. TTFT p99 stays far below the 5000 ms timeout everywhere.
 `;
-await writeDocsSection('e1', doc);
+writeBenchSection('e1', doc);
 console.log(doc);

@@ -37,6 +37,7 @@ import { appendFile, mkdir, readFile, rm, symlink, writeFile } from 'node:fs/pro
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createRng } from '@tsinfer/core';
+import { describeMachine, loadAverage, writeBenchSection } from '@tsinfer/core/bench-doc';
 import { buildModel } from '@tsinfer/runtime';
 import type { RequestOutput } from '../src/backends.js';
 import { sampleRandomRequests } from '../src/datasets.js';
@@ -50,13 +51,11 @@ import {
   EXPERIMENTS_DIR,
   freshFile,
   fx,
-  machine,
   mdTable,
   type NamedChart,
   REPO_ROOT,
   rel,
   writeCharts,
-  writeDocsSection,
 } from './lib.js';
 
 const CONCURRENCY = [1, 8, 32];
@@ -358,7 +357,7 @@ const chartFiles = await writeCharts(
       } as NamedChart['spec'],
     },
   ],
-  machine(),
+  describeMachine(loadAverage()),
 );
 const report = await benchReport(jsonl, 'e5-report', 'E5 runs (bench report)');
 
@@ -433,7 +432,7 @@ const doc = `
 ## E5 — peers on a real model: tsinfer against transformers.js (CPU)
 
 **Command:** \`npx tsx --conditions=@tsinfer/source packages/bench/experiments/e5-peers.ts\` (models: \`E5_MODELS=${MODELS.join(',')}\`).
-**Machine:** ${machine()}; no GPU. transformers.js: ${tjsSource}.
+**Machine:** ${describeMachine(loadAverage())}; no GPU. transformers.js: ${tjsSource}.
 **Raw:** \`${rel(jsonl)}\`; **chart:** \`${rel(chartFiles[0]!)}\` (+ \`.svg\`), bench report \`${rel(report)}\`.
 
 Setup: the model-builder presets (${built.join('; ')}) written once in the Optimum layout with the weights inside \`model.onnx\`; transformers.js loads that same file through links (\`<id>/onnx/model.onnx\` + config/tokenizer files, \`env.localModelPath\`, \`env.allowRemoteModels = false\`, dtype fp32, device cpu), in its own process (it brings its own onnxruntime-node, named above; tsinfer's runtime loads the workspace's 1.29, and two onnxruntime native libraries cannot share a process). Same prompts as token ids (the bench's random dataset, seed ${SEED}, range ratio 1.0), greedy, a fixed number of new tokens (tsinfer: \`ignore_eos\`; transformers.js: \`min_new_tokens = max_new_tokens\`). tsinfer is \`tsinfer serve\` (default flags) measured over HTTP by \`tsinfer bench --backend sglang --tokenize-prompt\` on the same 2 cores; transformers.js has no HTTP in front of it. Workloads: ${MODELS.map((m) => `${m} ${WORKLOAD[m]!.inputLen} in / ${WORKLOAD[m]!.outputLen} out, ${WORKLOAD[m]!.promptsPerConc}×concurrency requests (at least 4)`).join('; ')}. "concurrent calls" = one \`generate\` per request, N in flight (a server on transformers.js: it has no cross-request batching); "static batch" = one \`generate\` per wave of N equal-length prompts (its best case; a server cannot form it from independent requests). The machine is shared with other work (1-min load average ${fx(Math.min(...loads), 1)}–${fx(Math.max(...loads), 1)} on 2 cores at the repetitions), so each (engine, concurrency) cell was measured ${REPEATS} times, tsinfer and transformers.js interleaved repetition by repetition; the tables give the median and the min–max.
@@ -447,5 +446,5 @@ ${verdicts.join('\n')}
 Notes:
 ${notes.join('\n')}
 `;
-await writeDocsSection('e5', doc);
+writeBenchSection('e5', doc);
 console.log(doc);

@@ -5,8 +5,7 @@
  * `<!-- bench:<id>:end -->` (everything else in the file is preserved).
  */
 import { existsSync } from 'node:fs';
-import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
-import { cpus, totalmem } from 'node:os';
+import { mkdir, rm, writeFile } from 'node:fs/promises';
 import { dirname, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { TopLevelSpec } from 'vega-lite';
@@ -15,12 +14,6 @@ import { renderSvg, writeReport } from '../src/report.js';
 export const EXPERIMENTS_DIR = dirname(fileURLToPath(import.meta.url));
 export const RESULTS_DIR = join(EXPERIMENTS_DIR, 'results');
 export const REPO_ROOT = join(EXPERIMENTS_DIR, '..', '..', '..');
-export const DOCS_FILE = join(REPO_ROOT, 'docs', 'benchmarks.md');
-
-export function machine(): string {
-  const c = cpus();
-  return `${c.length} × ${c[0]?.model.trim() ?? 'unknown CPU'}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB RAM, Node ${process.version}, ${process.platform}/${process.arch}`;
-}
 
 /** A fresh (emptied) results file path. */
 export async function freshFile(name: string): Promise<string> {
@@ -82,16 +75,4 @@ export function mdTable(head: string[], rows: Array<Array<string | number>>): st
 }
 
 /** Replaces (or appends) the section between the experiment's markers in docs/benchmarks.md. */
-export async function writeDocsSection(id: string, body: string): Promise<void> {
-  const start = `<!-- bench:${id}:start -->`;
-  const end = `<!-- bench:${id}:end -->`;
-  let text = existsSync(DOCS_FILE) ? await readFile(DOCS_FILE, 'utf8') : '# Benchmarks\n';
-  const block = `${start}\n${body.trim()}\n${end}`;
-  const a = text.indexOf(start);
-  const b = text.indexOf(end);
-  if (a >= 0 && b > a) text = text.slice(0, a) + block + text.slice(b + end.length);
-  else text = `${text.replace(/\s*$/, '')}\n\n${block}\n`;
-  await writeFile(DOCS_FILE, text);
-}
-
 export const fx = (x: number, d = 1): string => x.toFixed(d);

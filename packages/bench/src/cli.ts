@@ -6,6 +6,7 @@ import { InvalidConfigError } from '@tsinfer/core';
 import type { Command } from 'commander';
 import { BACKENDS, type Backend } from './backends.js';
 import { DATASET_NAMES, type DatasetName } from './datasets.js';
+import { float, int } from './flag-parsers.js';
 import { writeReport } from './report.js';
 import { type BenchOptions, DEFAULT_BENCH_OPTIONS, runBench } from './run.js';
 import { registerSim } from './sim/cli.js';
@@ -45,20 +46,6 @@ export interface BenchFlags {
   tokenizePrompt?: boolean;
   applyChatTemplate?: boolean;
   loadsInterval?: string;
-}
-
-function int(flag: string, v: string, min: number): number {
-  const n = Number(v);
-  if (!Number.isInteger(n) || n < min)
-    throw new InvalidConfigError(flag, `must be an integer >= ${min}, got "${v}"`);
-  return n;
-}
-
-function float(flag: string, v: string): number {
-  const t = v.trim().toLowerCase();
-  const n = t === 'inf' || t === 'infinity' ? Number.POSITIVE_INFINITY : Number(v);
-  if (Number.isNaN(n) || t === '') throw new InvalidConfigError(flag, `must be a number, got "${v}"`);
-  return n;
 }
 
 const opt = <T>(v: string | undefined, f: (s: string) => T): T | undefined =>

@@ -17,23 +17,10 @@ import {
 } from '@tsinfer/scheduler';
 import type { Command } from 'commander';
 import { DATASET_NAMES, type DatasetName } from '../datasets.js';
+import { float, int } from '../flag-parsers.js';
 import { DEFAULT_SIM_OPTIONS, runSim, type SimOptions } from './run.js';
 
 const camel = (name: string): string => name.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase());
-
-function int(flag: string, v: string, min: number): number {
-  const n = Number(v);
-  if (!Number.isInteger(n) || n < min)
-    throw new InvalidConfigError(flag, `must be an integer >= ${min}, got "${v}"`);
-  return n;
-}
-
-function float(flag: string, v: string): number {
-  const t = v.trim().toLowerCase();
-  const n = t === 'inf' || t === 'infinity' ? Number.POSITIVE_INFINITY : Number(v);
-  if (Number.isNaN(n) || t === '') throw new InvalidConfigError(flag, `must be a number, got "${v}"`);
-  return n;
-}
 
 /** Raw commander values of `tsinfer sim`, keyed camelCase. */
 export type SimFlags = Record<string, string | boolean | undefined>;
